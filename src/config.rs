@@ -1,0 +1,209 @@
+//! Configuration: the environment (spec's `.env` format) and `policies/` turned into one
+//! validated [`Config`]. Raw strings are read first, then checked; every mistake names its variable.
+
+mod backend;
+mod env;
+mod policies;
+
+pub use backend::{BackendConfig, BackendKind, Secret, SimSettings};
+pub use env::EnvSource;
+pub use policies::{ModelPrice, Policies};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration mistake: the variable (or file) at fault and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { var: var.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FailoverPolicy {
+    pub enabled: bool,
+    /// Total tries for one request, the first included.
+    pub max_attempts: u32,
+    /// Ceiling on the pause between two tries.
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthPolicy {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub unhealthy_threshold: u32,
+    pub auto_recovery: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub db_path: PathBuf,
+    /// Client keys; empty means the gateway is open.
+    pub api_keys: Vec<Secret>,
+    pub admin_key: Option<Secret>,
+    /// Enabled backends, in the order HERMES_BACKENDS_ENABLED gives them.
+    pub backends: Vec<BackendConfig>,
+    pub primary: Option<String>,
+    pub fallback: Option<String>,
+    pub failover: FailoverPolicy,
+    pub health: HealthPolicy,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub policies: Policies,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--env-file`; without it `.env` in the working directory, when present.
+    pub env_file: Option<PathBuf>,
+    /// `--policies`; without it `policies/` in the working directory, when present.
+    pub policies_dir: Option<PathBuf>,
+    /// `--demo`: add three simulated backends.
+    pub demo: bool,
+}
+
+impl Config {
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let env = EnvSource::load(sources.env_file.as_deref())?;
+        let policies_dir = sources.policies_dir.clone().unwrap_or_else(|| PathBuf::from("policies"));
+        let policies = Policies::load(&policies_dir, sources.policies_dir.is_some())?;
+        Config::from_env(&env, policies, sources.demo)
+    }
+
+    pub fn from_env(env: &EnvSource, policies: Policies, demo: bool) -> Result<Config, ConfigError> {
+        let mut names = env.list("HERMES_BACKENDS_ENABLED");
+        let demo_env;
+        let env = if demo {
+            for demo_name in backend::DEMO_BACKENDS {
+                if !names.iter().any(|n| n == demo_name) {
+                    names.push(demo_name.to_string());
+                }
+            }
+            demo_env = env.with_defaults(backend::DEMO_ENV);
+            &demo_env
+        } else {
+            env
+        };
+        let mut backends = Vec::new();
+        for name in names {
+            let prefix = format!("BACKEND_{}_", name.to_ascii_uppercase());
+            if !env.bool_or(&format!("{prefix}ENABLED"), true)? {
+                continue;
+            }
+            if backends.iter().any(|b: &BackendConfig| b.name == name) {
+                return Err(ConfigError::new("HERMES_BACKENDS_ENABLED", format!("backend '{name}' is listed twice")));
+            }
+            backends.push(BackendConfig::from_env(env, &name)?);
+        }
+        if backends.is_empty() {
+            return Err(ConfigError::new(
+                "HERMES_BACKENDS_ENABLED",
+                "no backend is enabled: list at least one (or run `hermes serve --demo`)",
+            ));
+        }
+        let known = |var: &str| -> Result<Option<String>, ConfigError> {
+            match env.get(var) {
+                Some(name) if !backends.iter().any(|b| b.name == name) => {
+                    Err(ConfigError::new(var, format!("'{name}' is not an enabled backend")))
+                }
+                other => Ok(other.map(str::to_string)),
+            }
+        };
+        let primary = known("HERMES_PRIMARY_BACKEND")?;
+        let fallback = known("HERMES_FALLBACK_BACKEND")?;
+        let failover = FailoverPolicy {
+            enabled: env.bool_or("HERMES_FAILOVER_ENABLED", true)?,
+            max_attempts: env.number_or("HERMES_MAX_FAILOVER_ATTEMPTS", 3u32)?.max(1),
+            max_delay: env.seconds_or("HERMES_FAILOVER_DELAY_SECONDS", 10.0)?,
+        };
+        let health = HealthPolicy {
+            enabled: env.bool_or("HERMES_HEALTH_CHECK_ENABLED", true)?,
+            interval: env.seconds_or("HERMES_HEALTH_CHECK_INTERVAL", 30.0)?,
+            unhealthy_threshold: env.number_or("HERMES_UNHEALTHY_THRESHOLD", 3u32)?.max(1),
+            auto_recovery: env.bool_or("HERMES_AUTO_RECOVERY_ENABLED", true)?,
+        };
+        Ok(Config {
+            listen: env.get("HERMES_LISTEN").unwrap_or("127.0.0.1:8080").to_string(),
+            db_path: PathBuf::from(env.get("HERMES_DB_PATH").unwrap_or("./hermes.duckdb")),
+            api_keys: env.list("HERMES_API_KEYS").into_iter().map(Secret::new).collect(),
+            admin_key: env.get("HERMES_ADMIN_KEY").map(Secret::new),
+            backends,
+            primary,
+            fallback,
+            failover,
+            health,
+            max_body_bytes: env.number_or("HERMES_MAX_BODY_BYTES", 10 * 1024 * 1024usize)?,
+            shutdown_grace: env.seconds_or("HERMES_SHUTDOWN_GRACE_SECONDS", 10.0)?,
+            policies,
+        })
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// Price of one model on one backend: policies/ per model first, then the backend's own.
+    pub fn price(&self, backend: &BackendConfig, model: &str) -> ModelPrice {
+        if !backend.kind.is_paid() {
+            return ModelPrice::FREE;
+        }
+        self.policies.price(model).unwrap_or(backend.price)
+    }
+
+    /// A human summary for `hermes check-config`; keys are shown only as set/unset.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "listen            {}", self.listen);
+        let _ = writeln!(out, "analytics         {}", self.db_path.display());
+        let _ = writeln!(
+            out,
+            "client auth       {}",
+            if self.api_keys.is_empty() { "open (HERMES_API_KEYS unset)".to_string() } else { format!("{} key(s)", self.api_keys.len()) }
+        );
+        let _ = writeln!(out, "primary/fallback  {} / {}", self.primary.as_deref().unwrap_or("-"), self.fallback.as_deref().unwrap_or("-"));
+        let _ = writeln!(
+            out,
+            "failover          {} (max {} attempts, backoff capped at {:?})",
+            if self.failover.enabled { "on" } else { "off" },
+            self.failover.max_attempts,
+            self.failover.max_delay
+        );
+        let _ = writeln!(out, "backends:");
+        for b in &self.backends {
+            let _ = writeln!(
+                out,
+                "  {:<14} {:<10} {:<40} key={} timeout={:?}",
+                b.name,
+                b.kind.as_str(),
+                b.base_url,
+                if b.api_key.is_some() { "set" } else { "unset" },
+                b.timeout
+            );
+            for m in &b.models {
+                let p = self.price(b, m);
+                let _ = writeln!(out, "      model {:<36} ${}/M in, ${}/M out", m, p.input_per_mtok, p.output_per_mtok);
+            }
+        }
+        out
+    }
+}
+
+/// `policies/` as given on the command line must exist; the default folder may be absent.
+pub(crate) fn read_optional(path: &Path, required: bool) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+        Err(e) => Err(ConfigError::new(path.display().to_string(), e.to_string())),
+    }
+}

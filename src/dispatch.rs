@@ -1,0 +1,279 @@
+//! One request from arrival to answer: path, auth, body, plan, then the attempt loop that fails
+//! over between backends and relays the winner's answer (streams chunk by chunk).
+
+use crate::admin;
+use crate::backends::{AttemptError, Call, Reply};
+use crate::gateway::Gateway;
+use crate::openai::{self, ApiError, ApiRequest, Endpoint};
+use crate::proxy::{read_body, response_head, send_error, send_whole, Exchange};
+use crate::route::{self, retry};
+use crate::sse::{usage_from_json, SseScanner};
+use crate::telemetry;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::time::timeout_at;
+
+pub async fn handle(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchange) {
+    let method = session.req_header().method.as_str().to_string();
+    let path = session.req_header().uri.path().to_string();
+    let endpoint = match (method.as_str(), path.as_str()) {
+        ("POST", "/v1/chat/completions") => Endpoint::ChatCompletions,
+        ("POST", "/v1/embeddings") => Endpoint::Embeddings,
+        ("GET", "/health") => return admin::health(gateway, session, ex).await,
+        ("GET", "/metrics") => return admin::metrics(gateway, session, ex).await,
+        ("GET", "/v1/models") => {
+            if let Err(e) = authorize(gateway, session) {
+                return send_error(gateway, session, ex, &e).await;
+            }
+            return admin::models(gateway, session, ex).await;
+        }
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics") => {
+            return send_error(gateway, session, ex, &ApiError::method_not_allowed(&method, &path)).await
+        }
+        _ => return send_error(gateway, session, ex, &ApiError::unknown_path(&method, &path)).await,
+    };
+    ex.routed = true;
+    if let Err(e) = forward(gateway, session, ex, endpoint).await {
+        send_error(gateway, session, ex, &e).await;
+    }
+}
+
+/// `Authorization: Bearer <key>` against HERMES_API_KEYS; open when none are configured.
+fn authorize(gateway: &Gateway, session: &Session) -> Result<(), ApiError> {
+    let keys = &gateway.config.api_keys;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let presented = session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match presented {
+        Some(p) if keys.iter().any(|k| k.expose() == p) => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// Why an attempt did not produce the answer, for the failover metric and the final 502.
+struct Failure {
+    reason: &'static str,
+    detail: String,
+}
+
+async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchange, endpoint: Endpoint) -> Result<(), ApiError> {
+    authorize(gateway, session)?;
+    let raw = read_body(session, gateway.config.max_body_bytes).await?;
+    let request = openai::parse_request(endpoint, &raw)?;
+    let pinned = header(session, "x-hermes-backend");
+    let configs = gateway.backend_configs();
+    let candidates =
+        route::plan(&request.model, &gateway.plan_input(&configs, pinned.as_deref()), |i| gateway.health.available(i))?;
+
+    let policy = &gateway.config.failover;
+    let max_attempts = if policy.enabled { policy.max_attempts as usize } else { 1 };
+    let mut tried: Vec<String> = Vec::new();
+    let mut previous: Option<(usize, &'static str)> = None;
+    for candidate in candidates.iter().take(max_attempts) {
+        let Some(backend) = gateway.registry.get(candidate.backend) else { continue };
+        let cfg = backend.config();
+        if let Some((from, reason)) = previous {
+            telemetry::record_failover(&gateway.config.backends[from].name, &cfg.name, reason);
+            let pause = retry::backoff(ex.attempts + 1, gateway.config.policies.backoff_base, policy.max_delay);
+            tokio::time::sleep(pause).await;
+        }
+        ex.attempts += 1;
+        ex.backend = Some(candidate.backend);
+        ex.model = Some(candidate.model.clone());
+        let began = Instant::now();
+        let deadline = tokio::time::Instant::from_std(began + cfg.timeout);
+        telemetry::backend_in_flight(&cfg.name, 1.0);
+        let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model };
+        let outcome = match timeout_at(deadline, backend.send(call)).await {
+            Err(_) => Err(Failure { reason: "timeout", detail: format!("timed out after {}s", cfg.timeout.as_secs_f64()) }),
+            Ok(Err(e)) => Err(failure_of(&e)),
+            Ok(Ok(reply)) => deliver(gateway, session, ex, &request, reply, deadline, candidate.backend).await,
+        };
+        telemetry::backend_in_flight(&cfg.name, -1.0);
+        ex.upstream_time += began.elapsed();
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(f) => {
+                log::info!("{} attempt {} on {} failed: {}", ex.request_id, ex.attempts, cfg.name, f.detail);
+                tried.push(format!("{} ({})", cfg.name, f.detail));
+                previous = Some((candidate.backend, f.reason));
+            }
+        }
+    }
+    Err(ApiError::no_backend_answered(&tried, !tried.is_empty()))
+}
+
+fn failure_of(e: &AttemptError) -> Failure {
+    let reason = match e {
+        AttemptError::Connect => "connect",
+        AttemptError::Timeout(_) => "timeout",
+        AttemptError::Broken(_) => "broken",
+    };
+    Failure { reason, detail: e.to_string() }
+}
+
+/// The backend answered. A failing-over status or a body that never came is a failure (nothing
+/// has reached the client yet); anything else is relayed and the request is done.
+async fn deliver(
+    gateway: &Gateway,
+    session: &mut Session,
+    ex: &mut Exchange,
+    request: &ApiRequest,
+    mut reply: Reply,
+    deadline: tokio::time::Instant,
+    backend: usize,
+) -> Result<(), Failure> {
+    let ok = (200..300).contains(&reply.status);
+    if retry::status_fails_over(reply.status, &gateway.config.policies.retry_on_status) {
+        // 429 means busy, not broken: only server errors count against health.
+        if reply.status >= 500 {
+            gateway.record_outcome(backend, false);
+        }
+        let excerpt = match timeout_at(deadline, collect(&mut reply)).await {
+            Ok(Ok(body)) => upstream_message(&body),
+            _ => String::new(),
+        };
+        let reason = if reply.status == 429 { "rate_limited" } else { "status_5xx" };
+        return Err(Failure { reason, detail: format!("HTTP {}{excerpt}", reply.status) });
+    }
+    if ok && request.stream {
+        let first = match timeout_at(deadline, reply.body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => return Err(mark_failed(gateway, backend, failure_of(&e))),
+            Ok(None) => return Err(mark_failed(gateway, backend, Failure { reason: "broken", detail: "empty stream".into() })),
+            Err(_) => return Err(mark_failed(gateway, backend, Failure { reason: "timeout", detail: "no first byte before the timeout".into() })),
+        };
+        gateway.record_outcome(backend, true);
+        relay_stream(gateway, session, ex, reply, first, backend).await;
+        return Ok(());
+    }
+    let body = match timeout_at(deadline, collect(&mut reply)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return Err(mark_failed(gateway, backend, failure_of(&e))),
+        Err(_) => return Err(mark_failed(gateway, backend, Failure { reason: "timeout", detail: "answer not complete before the timeout".into() })),
+    };
+    gateway.record_outcome(backend, true);
+    if ok {
+        account(gateway, ex, usage_from_json(&body));
+    }
+    let Some(mut head) = relay_head(gateway, ex, &reply) else { return Ok(()) };
+    if let Some(cost) = ex.cost_cents {
+        let _ = head.insert_header("x-hermes-cost-cents", format!("{cost:.6}"));
+    }
+    send_whole(session, ex, reply.status, head, body).await;
+    Ok(())
+}
+
+fn mark_failed(gateway: &Gateway, backend: usize, f: Failure) -> Failure {
+    gateway.record_outcome(backend, false);
+    f
+}
+
+/// The upstream's own status and headers, minus hop-by-hop ones, plus Hermes's.
+fn relay_head(gateway: &Gateway, ex: &Exchange, reply: &Reply) -> Option<ResponseHeader> {
+    let mut head = response_head(gateway, ex, reply.status)?;
+    for (name, value) in &reply.headers {
+        let n = name.as_str();
+        let hop = matches!(
+            n,
+            "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "trailer" | "upgrade" | "proxy-connection"
+        );
+        if !hop && !n.starts_with("x-hermes-") {
+            let _ = head.append_header(name.clone(), value.clone());
+        }
+    }
+    Some(head)
+}
+
+/// Relay a stream as it arrives. After the first byte there is no failover: a break becomes an
+/// SSE `error` event so the client never mistakes a cut answer for a whole one.
+async fn relay_stream(gateway: &Gateway, session: &mut Session, ex: &mut Exchange, mut reply: Reply, first: Bytes, backend: usize) {
+    ex.status = reply.status;
+    let Some(mut head) = relay_head(gateway, ex, &reply) else { return };
+    let _ = head.insert_header("transfer-encoding", "chunked");
+    if session.write_response_header(Box::new(head), false).await.is_err() {
+        return;
+    }
+    let mut scanner = SseScanner::default();
+    scanner.feed(&first);
+    ex.ttft = Some(ex.started.elapsed());
+    if session.write_response_body(Some(first), false).await.is_err() {
+        return;
+    }
+    let idle = gateway.config.backends[backend].timeout;
+    let broke = loop {
+        match tokio::time::timeout(idle, reply.body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                scanner.feed(&chunk);
+                if session.write_response_body(Some(chunk), false).await.is_err() {
+                    // The client left; dropping the upstream body cancels the backend's work.
+                    account(gateway, ex, scanner.usage);
+                    return;
+                }
+            }
+            Ok(None) if scanner.saw_done => break None,
+            Ok(None) => break Some("the backend closed the stream before [DONE]".to_string()),
+            Ok(Some(Err(e))) => break Some(e.to_string()),
+            Err(_) => break Some(format!("no data for {}s", idle.as_secs_f64())),
+        }
+    };
+    account(gateway, ex, scanner.usage);
+    if let Some(why) = broke {
+        gateway.record_outcome(backend, false);
+        let name = &gateway.config.backends[backend].name;
+        log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);
+        let err = ApiError {
+            status: 502,
+            message: format!("The stream from backend {name} broke off: {why}."),
+            kind: "api_error",
+            param: None,
+            code: Some("stream_interrupted"),
+            retry_after: None,
+        };
+        let event = format!("event: error\ndata: {}\n\n", err.to_value());
+        let _ = session.write_response_body(Some(Bytes::from(event)), false).await;
+    }
+    let _ = session.write_response_body(None, true).await;
+}
+
+/// Tokens and cost from the upstream's usage report.
+fn account(gateway: &Gateway, ex: &mut Exchange, usage: Option<crate::sse::Usage>) {
+    let (Some(u), Some(i), Some(model)) = (usage, ex.backend, ex.model.as_deref()) else { return };
+    ex.usage = Some(u);
+    let price = gateway.config.price(&gateway.config.backends[i], model);
+    ex.cost_cents = Some(price.cost_cents(u.prompt_tokens, u.completion_tokens));
+}
+
+async fn collect(reply: &mut Reply) -> Result<Bytes, AttemptError> {
+    let mut out = BytesMut::new();
+    while let Some(chunk) = reply.body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out.freeze())
+}
+
+/// `: message` from an OpenAI-shaped error body, short, for the client's 502.
+fn upstream_message(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let msg = v["error"]["message"].as_str().or_else(|| v["message"].as_str()).unwrap_or("");
+    if msg.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", msg.chars().take(200).collect::<String>())
+    }
+}
+
+fn header(session: &Session, name: &str) -> Option<String> {
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}

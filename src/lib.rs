@@ -1,0 +1,22 @@
+//! Hermes: an OpenAI-compatible LLM gateway.
+//!
+//! A request's way through: [`proxy`] (pingora glue) → [`dispatch`] (path, auth, body) →
+//! [`openai`] (checks) → [`route`] (who may answer, in which order) → [`backends`] (one adapter
+//! per wire type) → back through [`dispatch`] (failover, streaming relay, accounting with [`sse`])
+//! → [`telemetry`] (metrics). [`config`] turns `.env` and `policies/` into one checked `Config`;
+//! [`health`] keeps each backend's state from real traffic; [`server`] runs it all until SIGTERM.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+pub mod backends;
+pub mod config;
+pub mod dispatch;
+pub mod gateway;
+pub mod health;
+pub mod openai;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod sse;
+pub mod telemetry;

@@ -1,0 +1,182 @@
+//! Pingora glue: every request is answered from `request_filter`, so Hermes owns the attempt loop
+//! (failover, streaming, bodies of any size). Hooks stay short; the work lives in `dispatch`.
+
+use crate::dispatch;
+use crate::gateway::{Gateway, InFlight};
+use crate::openai::ApiError;
+use crate::sse::Usage;
+use crate::telemetry::{self, RequestRecord};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct HermesProxy {
+    pub gateway: Arc<Gateway>,
+}
+
+/// One request's story, filled in as it goes and recorded in `logging`.
+pub struct Exchange {
+    pub request_id: String,
+    pub started: Instant,
+    /// Set for API calls that were routed (metrics are kept for those).
+    pub routed: bool,
+    pub backend: Option<usize>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub attempts: u32,
+    pub upstream_time: Duration,
+    pub ttft: Option<Duration>,
+    pub usage: Option<Usage>,
+    pub cost_cents: Option<f64>,
+    _in_flight: Option<InFlight>,
+}
+
+impl Exchange {
+    fn new() -> Exchange {
+        Exchange {
+            request_id: format!("req_{:016x}", fastrand::u64(..)),
+            started: Instant::now(),
+            routed: false,
+            backend: None,
+            model: None,
+            status: 0,
+            attempts: 0,
+            upstream_time: Duration::ZERO,
+            ttft: None,
+            usage: None,
+            cost_cents: None,
+            _in_flight: None,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HermesProxy {
+    type CTX = Exchange;
+
+    fn new_ctx(&self) -> Exchange {
+        Exchange::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ex: &mut Exchange) -> Result<bool> {
+        ex._in_flight = Some(self.gateway.enter());
+        dispatch::handle(&self.gateway, session, ex).await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ex: &mut Exchange) -> Result<Box<HttpPeer>> {
+        // Never reached: request_filter answers every request.
+        Err(Error::new(ErrorType::InternalError))
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ex: &mut Exchange) {
+        if !ex.routed {
+            return;
+        }
+        let backend = ex.backend.and_then(|i| self.gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
+        let total = ex.started.elapsed();
+        // One line per API request; never headers or bodies (keys, prompts).
+        log::info!(
+            "{} {} {} status={} backend={} model={:?} attempts={} ms={:.1}",
+            ex.request_id,
+            session.req_header().method,
+            session.req_header().uri.path(),
+            ex.status,
+            backend,
+            ex.model.as_deref().unwrap_or("-"),
+            ex.attempts,
+            total.as_secs_f64() * 1000.0
+        );
+        telemetry::record_request(&RequestRecord {
+            backend,
+            model: self.gateway.model_label(ex.model.as_deref()),
+            job_type: "unclassified",
+            status: ex.status,
+            total,
+            overhead: total.saturating_sub(ex.upstream_time),
+            ttft: ex.ttft,
+            tokens: ex.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            cost_cents: ex.cost_cents,
+        });
+    }
+}
+
+/// The response head every answer starts from: status plus Hermes's own headers.
+pub fn response_head(gateway: &Gateway, ex: &Exchange, status: u16) -> Option<ResponseHeader> {
+    let mut h = ResponseHeader::build(status, Some(8)).ok()?;
+    let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
+    h.insert_header("x-hermes-request-id", ex.request_id.as_str()).ok()?;
+    h.insert_header("x-hermes-backend", backend).ok()?;
+    h.insert_header("x-hermes-attempts", ex.attempts.to_string()).ok()?;
+    if let Some(m) = &ex.model {
+        let _ = h.insert_header("x-hermes-model", m.as_str());
+    }
+    Some(h)
+}
+
+/// A whole answer in one go.
+pub async fn send_whole(session: &mut Session, ex: &mut Exchange, status: u16, mut head: ResponseHeader, body: Bytes) {
+    ex.status = status;
+    let _ = head.insert_header("content-length", body.len().to_string());
+    if session.write_response_header(Box::new(head), false).await.is_ok() {
+        let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+pub async fn send_json(gateway: &Gateway, session: &mut Session, ex: &mut Exchange, status: u16, body: Bytes) {
+    let Some(mut head) = response_head(gateway, ex, status) else { return };
+    let _ = head.insert_header("content-type", "application/json");
+    send_whole(session, ex, status, head, body).await;
+}
+
+pub async fn send_error(gateway: &Gateway, session: &mut Session, ex: &mut Exchange, err: &ApiError) {
+    let Some(mut head) = response_head(gateway, ex, err.status) else { return };
+    let _ = head.insert_header("content-type", "application/json");
+    if let Some(s) = err.retry_after {
+        let _ = head.insert_header("retry-after", s.to_string());
+    }
+    if err.status == 413 {
+        // The body was never read: the connection cannot be reused.
+        let _ = head.insert_header("connection", "close");
+        session.set_keepalive(None);
+    }
+    send_whole(session, ex, err.status, head, err.body()).await;
+}
+
+/// The request body, refused with 413 from Content-Length alone when it is too large.
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        let _ = session.write_continue_response().await;
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::body_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(ApiError::bad_request("The request body could not be read.", None)),
+        }
+    }
+}

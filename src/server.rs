@@ -1,0 +1,73 @@
+//! Start-up and shutdown: pingora listening on HERMES_LISTEN, and a SIGTERM path that stops
+//! accepting, lets in-flight requests finish (at most HERMES_SHUTDOWN_GRACE_SECONDS) and exits 0
+//! as soon as they have, rather than pingora's fixed upgrade grace period.
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::proxy::HermesProxy;
+use async_trait::async_trait;
+use pingora::listeners::TcpSocketOptions;
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+pub fn run(config: Config) -> Result<(), String> {
+    // Fail with a clear line rather than a panic deep inside pingora.
+    std::net::TcpListener::bind(&config.listen).map_err(|e| format!("HERMES_LISTEN: cannot listen on {}: {e}", config.listen))?;
+    crate::telemetry::install();
+    let grace = config.shutdown_grace;
+    let listen = config.listen.clone();
+    let gateway = Gateway::new(config);
+
+    let conf = ServerConf {
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        grace_period_seconds: Some(grace.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, HermesProxy { gateway: gateway.clone() });
+    service.add_tcp_with_settings(&listen, TcpSocketOptions::default());
+    server.add_service(service);
+    log::info!("hermes listening on http://{listen} with {} backend(s)", gateway.config.backends.len());
+    server.run(RunArgs { shutdown_signal: Box::new(GracefulStop { gateway, grace }) });
+    Ok(())
+}
+
+struct GracefulStop {
+    gateway: Arc<Gateway>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulStop {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        let gateway = self.gateway.clone();
+        let deadline = Instant::now() + self.grace;
+        log::info!("stopping: {} request(s) in flight, waiting at most {:?}", gateway.in_flight(), self.grace);
+        // Pingora stops accepting on GracefulTerminate; this thread ends the process once idle.
+        std::thread::spawn(move || {
+            while gateway.in_flight() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let left = gateway.in_flight();
+            if left > 0 {
+                log::warn!("grace period over with {left} request(s) still in flight");
+            }
+            log::info!("hermes stopped");
+            std::process::exit(0);
+        });
+        ShutdownSignal::GracefulTerminate
+    }
+}

@@ -1,0 +1,107 @@
+//! Reading OpenAI SSE streams as they pass: events split anywhere across chunks, usage captured,
+//! the bytes themselves never changed.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<Usage>,
+}
+
+/// Usage from a whole (non-streamed) JSON answer.
+pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+}
+
+/// Follows one SSE stream line by line. Only lines that may carry usage are parsed as JSON.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    partial: Vec<u8>,
+    pub usage: Option<Usage>,
+    pub saw_done: bool,
+    pub data_events: u64,
+}
+
+impl SseScanner {
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            let (head, rest) = chunk.split_at(nl);
+            if self.partial.is_empty() {
+                self.line(head);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                self.line(&line);
+            }
+            chunk = &rest[1..];
+        }
+        self.partial.extend_from_slice(chunk);
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else { return };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        self.data_events += 1;
+        if data == b"[DONE]" {
+            self.saw_done = true;
+        } else if contains(data, b"\"usage\"") {
+            if let Some(u) = usage_from_json(data) {
+                self.usage = Some(u);
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,\"total_tokens\":18}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn usage_is_found_however_the_stream_is_cut() {
+        for cut in 1..STREAM.len() {
+            let mut s = SseScanner::default();
+            let (a, b) = STREAM.as_bytes().split_at(cut);
+            s.feed(a);
+            s.feed(b);
+            assert_eq!(s.usage, Some(Usage { prompt_tokens: 11, completion_tokens: 7 }), "cut at {cut}");
+            assert!(s.saw_done);
+            assert_eq!(s.data_events, 3);
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_with_crlf() {
+        let crlf = STREAM.replace('\n', "\r\n");
+        let mut s = SseScanner::default();
+        for b in crlf.as_bytes() {
+            s.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(s.usage.map(|u| u.completion_tokens), Some(7));
+        assert!(s.saw_done);
+    }
+
+    #[test]
+    fn a_cut_stream_has_no_done() {
+        let mut s = SseScanner::default();
+        s.feed(&STREAM.as_bytes()[..60]);
+        assert!(!s.saw_done);
+        assert_eq!(s.usage, None);
+    }
+}

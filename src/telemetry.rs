@@ -1,0 +1,113 @@
+//! Prometheus metrics: the names fixed by the contract, their buckets and help, recorded once at
+//! the end of each request. Labels stay within bounded sets (configured backends and models).
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Sub-millisecond resolution for Hermes's own time.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+/// LLM answers take from milliseconds to minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Install the global recorder (once per process) and describe every metric.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("hermes_overhead_seconds".into()), OVERHEAD_BUCKETS)
+            .and_then(|b| b.set_buckets(LATENCY_BUCKETS));
+        let handle = match builder.and_then(|b| b.install_recorder()) {
+            Ok(h) => h,
+            // Another recorder is installed (only in unit tests): render from a private one.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        };
+        describe();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .ok();
+        handle
+    })
+}
+
+pub fn render() -> String {
+    install().render()
+}
+
+fn describe() {
+    describe_counter!("hermes_requests_total", "API requests answered, by backend, model, job type and HTTP status.");
+    describe_histogram!("hermes_request_duration_seconds", Unit::Seconds, "Whole request time as the client saw it.");
+    describe_histogram!("hermes_time_to_first_token_seconds", Unit::Seconds, "Time from request to the first streamed byte sent to the client.");
+    describe_histogram!("hermes_overhead_seconds", Unit::Seconds, "Hermes's own time per request: total minus time waiting on backends.");
+    describe_counter!("hermes_failovers_total", "Requests sent on to another backend, by from, to and reason.");
+    describe_counter!("hermes_tokens_total", "Tokens by backend, model and direction (input, output), from upstream usage.");
+    describe_gauge!("hermes_cost_cents_total", "Running total of estimated spend in US cents, by backend and model (only grows; use rate/increase).");
+    describe_gauge!("hermes_backend_healthy", "1 when a backend is taking traffic, 0 when it is marked unhealthy.");
+    describe_gauge!("hermes_backend_in_flight", "Requests currently at a backend.");
+    describe_counter!("hermes_rate_limited_total", "Requests refused with 429 by Hermes's own limits.");
+    describe_counter!("hermes_budget_rejections_total", "Requests refused because their estimated cost exceeded the budget.");
+    describe_gauge!("hermes_in_flight_requests", "Requests Hermes is handling now.");
+    counter!("hermes_rate_limited_total").absolute(0);
+    counter!("hermes_budget_rejections_total").absolute(0);
+}
+
+/// What one finished API request contributes to the metrics.
+pub struct RequestRecord<'a> {
+    pub backend: &'a str,
+    pub model: &'a str,
+    pub job_type: &'a str,
+    pub status: u16,
+    pub total: Duration,
+    pub overhead: Duration,
+    pub ttft: Option<Duration>,
+    pub tokens: Option<(u64, u64)>,
+    pub cost_cents: Option<f64>,
+}
+
+pub fn record_request(r: &RequestRecord<'_>) {
+    let status = r.status.to_string();
+    counter!("hermes_requests_total", "backend" => r.backend.to_string(), "model" => r.model.to_string(),
+             "job_type" => r.job_type.to_string(), "status" => status)
+    .increment(1);
+    histogram!("hermes_request_duration_seconds", "backend" => r.backend.to_string()).record(r.total.as_secs_f64());
+    histogram!("hermes_overhead_seconds").record(r.overhead.as_secs_f64());
+    if let Some(t) = r.ttft {
+        histogram!("hermes_time_to_first_token_seconds", "backend" => r.backend.to_string()).record(t.as_secs_f64());
+    }
+    if let Some((input, output)) = r.tokens {
+        counter!("hermes_tokens_total", "backend" => r.backend.to_string(), "model" => r.model.to_string(), "direction" => "input").increment(input);
+        counter!("hermes_tokens_total", "backend" => r.backend.to_string(), "model" => r.model.to_string(), "direction" => "output").increment(output);
+    }
+    if let Some(c) = r.cost_cents {
+        // Cents are fractional and `metrics` counters count integers: a gauge that only grows
+        // carries the running total; rate() and increase() read it like a counter.
+        gauge!("hermes_cost_cents_total", "backend" => r.backend.to_string(), "model" => r.model.to_string()).increment(c);
+    }
+}
+
+pub fn record_failover(from: &str, to: &str, reason: &'static str) {
+    counter!("hermes_failovers_total", "from" => from.to_string(), "to" => to.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn set_backend_healthy(backend: &str, healthy: bool) {
+    gauge!("hermes_backend_healthy", "backend" => backend.to_string()).set(if healthy { 1.0 } else { 0.0 });
+}
+
+pub fn backend_in_flight(backend: &str, delta: f64) {
+    gauge!("hermes_backend_in_flight", "backend" => backend.to_string()).increment(delta);
+}
+
+pub fn in_flight(delta: f64) {
+    gauge!("hermes_in_flight_requests").increment(delta);
+}

@@ -1,0 +1,180 @@
+//! Test harness: the real `hermes` binary on a loopback port, and mock upstreams that speak
+//! OpenAI's wire format byte for byte.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mock;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `hermes serve`, killed when dropped. It runs in an empty folder of its own so no
+/// stray `.env` or `policies/` is picked up.
+pub struct Hermes {
+    pub port: u16,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Hermes {
+    pub fn start(env: &[(&str, String)], args: &[&str]) -> Hermes {
+        Self::try_start(env, args).unwrap_or_else(|log| panic!("hermes did not come up:\n{log}"))
+    }
+
+    pub fn try_start(env: &[(&str, String)], args: &[&str]) -> Result<Hermes, String> {
+        let port = free_port();
+        let dir = scratch_dir("hermes");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes"));
+        cmd.arg("serve").args(args).current_dir(&dir);
+        clean_env(&mut cmd);
+        cmd.env("HERMES_LISTEN", format!("127.0.0.1:{port}"));
+        cmd.env("HERMES_DB_PATH", dir.join("hermes.duckdb"));
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+        let child = cmd.spawn().unwrap();
+        let mut h = Hermes { port, child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = h.child.try_wait().unwrap() {
+                return Err(format!("exited with {status}: {}", h.log()));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(h);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(h.log())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(self.dir.join("stderr.log")).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    pub fn sigterm(&self) {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+    }
+
+    /// Wait for exit; None when it is still running after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Hermes {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `hermes` with arguments to completion (for check-config and start-up errors).
+pub fn hermes_once(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let dir = scratch_dir("hermes-once");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes"));
+    cmd.args(args).current_dir(&dir);
+    clean_env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn clean_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HERMES_") || k.starts_with("BACKEND_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// What curl saw: status, headers (lower-cased names) and body.
+pub struct CurlReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl CurlReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// `curl -sS -i` with extra arguments; the body may come from a file with `-d @file`.
+pub fn curl(args: &[&str]) -> CurlReply {
+    let out = Command::new("curl").args(["-sS", "-i", "--max-time", "30"]).args(args).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Skip any interim 100 Continue head.
+    let mut rest = text.as_str();
+    loop {
+        let (head, body) = rest.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {text} {}", String::from_utf8_lossy(&out.stderr)));
+        let mut lines = head.lines();
+        let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        if status == 100 {
+            rest = body;
+            continue;
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        return CurlReply { status, headers, body: body.to_string() };
+    }
+}
+
+pub fn post_json(url: &str, key: Option<&str>, body: &str) -> CurlReply {
+    let auth = key.map(|k| format!("Authorization: Bearer {k}"));
+    let mut args = vec![url, "-H", "content-type: application/json", "--data-binary", body];
+    if let Some(a) = &auth {
+        args.extend(["-H", a.as_str()]);
+    }
+    curl(&args)
+}
+
+/// A Python venv with the official `openai` package, made once per target folder.
+pub fn python_with_openai() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("venv-openai");
+    let python = venv.join("bin/python");
+    let ok = |p: &PathBuf| Command::new(p).args(["-c", "import openai"]).status().map(|s| s.success()).unwrap_or(false);
+    if !ok(&python) {
+        let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap();
+        assert!(st.success(), "python3 -m venv failed");
+        let st = Command::new(venv.join("bin/pip")).args(["install", "-q", "openai>=1.40"]).status().unwrap();
+        assert!(st.success(), "pip install openai failed");
+    }
+    python
+}
+
+pub fn chat_body(model: &str, text: &str) -> String {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string()
+}
