@@ -1,10 +1,12 @@
-//! Hermes's own read-only endpoints: liveness, metrics, the model list.
+//! Hermes's own endpoints: liveness, metrics, the model list, and `/admin/*` for operators.
 
 use crate::gateway::Gateway;
-use crate::proxy::{response_head, send_json, send_whole, Exchange};
+use crate::openai::ApiError;
+use crate::proxy::{bearer, response_head, send_json, send_whole, Exchange};
 use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::json;
+use std::time::UNIX_EPOCH;
 
 pub async fn health(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
     let body = json!({"status": "ok", "backends": gateway.config.backends.len(), "in_flight": gateway.in_flight()});
@@ -21,13 +23,55 @@ pub async fn metrics(gateway: &Gateway, session: &mut Session, ex: &mut Exchange
 pub async fn models(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
     let mut data = vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "hermes"})];
     let mut seen = std::collections::HashSet::new();
-    for b in &gateway.config.backends {
-        for m in &b.models {
-            if seen.insert(m.as_str()) {
+    for (b, models) in gateway.config.backends.iter().zip(gateway.catalog.all()) {
+        for m in models.iter() {
+            if seen.insert(m.clone()) {
                 data.push(json!({"id": m, "object": "model", "created": 0, "owned_by": b.name}));
             }
         }
     }
     let body = json!({"object": "list", "data": data});
     send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await;
+}
+
+/// `/admin/*` takes HERMES_ADMIN_KEY as a bearer token; without one configured, loopback only.
+pub fn authorize(gateway: &Gateway, session: &Session) -> Result<(), ApiError> {
+    match &gateway.config.admin_key {
+        Some(key) if bearer(session) == Some(key.expose()) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized()),
+        None if session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback()) => Ok(()),
+        None => Err(ApiError::forbidden("/admin is open to loopback clients only while HERMES_ADMIN_KEY is unset.")),
+    }
+}
+
+/// Every backend: type, health, models, load and scores.
+pub async fn backends(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    let list: Vec<_> = gateway
+        .config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let check = gateway.last_check(i).map(|c| {
+                let at = c.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                match c.outcome {
+                    Ok(models) => json!({"at": at, "ok": true, "models_reported": models}),
+                    Err(e) => json!({"at": at, "ok": false, "error": e}),
+                }
+            });
+            json!({
+                "name": b.name,
+                "type": b.kind.as_str(),
+                "base_url": b.base_url,
+                "health_status": gateway.health.status(i).as_str(),
+                "last_check": check,
+                "models": *gateway.catalog.models(i),
+                "in_flight": gateway.backend_in_flight(i),
+                "timeout_seconds": b.timeout.as_secs_f64(),
+                "price_per_mtok": {"input": b.price.input_per_mtok, "output": b.price.output_per_mtok, "free": !b.kind.is_paid()},
+                "scores": {"quality": b.quality_score, "speed": b.speed_score, "source": "configured prior"},
+            })
+        })
+        .collect();
+    send_json(gateway, session, ex, 200, Bytes::from(json!({"backends": list}).to_string())).await;
 }

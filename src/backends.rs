@@ -1,8 +1,11 @@
 //! Backends: one trait (the spec's ExecutionBackend), one module per wire type, and the registry
 //! that builds them from configuration. Routing only ever sees `dyn Backend`.
 
+mod anthropic;
+mod ollama;
 mod openai_compat;
 mod sim;
+mod talos;
 
 use crate::config::{BackendConfig, BackendKind};
 use crate::openai::ApiRequest;
@@ -46,6 +49,9 @@ pub trait Backend: Send + Sync {
 
     /// Send one call. Non-2xx answers are replies too; only a missing answer is an error.
     async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError>;
+
+    /// The active health check that fits the type; on success, the models the backend reports.
+    async fn probe(&self) -> Result<Vec<String>, String>;
 }
 
 /// The spec's BackendRegistry: every enabled backend, built once from configuration.
@@ -60,7 +66,10 @@ impl Registry {
             .map(|c| -> Arc<dyn Backend> {
                 match c.kind {
                     BackendKind::Sim => Arc::new(sim::Sim::new(c.clone())),
-                    BackendKind::Local | BackendKind::OpenRouter | BackendKind::OpenAi | BackendKind::Custom => {
+                    BackendKind::Local => Arc::new(talos::Talos::new(c.clone(), client.clone())),
+                    BackendKind::Ollama => Arc::new(ollama::Ollama::new(c.clone(), client.clone())),
+                    BackendKind::Anthropic => Arc::new(anthropic::Anthropic::new(c.clone(), client.clone())),
+                    BackendKind::OpenRouter | BackendKind::OpenAi | BackendKind::Custom => {
                         Arc::new(openai_compat::OpenAiCompat::new(c.clone(), client.clone()))
                     }
                 }
@@ -85,4 +94,58 @@ pub fn http_client() -> reqwest::Client {
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A whole JSON answer made by Hermes (translated, simulated or an error).
+pub fn json_reply(status: u16, body: serde_json::Value) -> Reply {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let bytes = Bytes::from(body.to_string());
+    Reply { status, headers, body: Box::pin(futures_util::stream::iter([Ok::<_, AttemptError>(bytes)])) }
+}
+
+/// A 200 stream whose bytes are translated into OpenAI SSE as they arrive.
+pub fn translated_stream<F>(resp: reqwest::Response, mut translate: F) -> Reply
+where
+    F: FnMut(&[u8]) -> Result<Vec<u8>, String> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let body = resp.bytes_stream().map(move |chunk| match chunk {
+        Ok(bytes) => translate(&bytes).map(Bytes::from).map_err(AttemptError::Broken),
+        Err(e) => Err(AttemptError::Broken(describe(&e))),
+    });
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    Reply { status: 200, headers, body: Box::pin(body.filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())))) }
+}
+
+/// Why a request got no answer, without the URL or anything else from configuration.
+pub fn request_failed(e: &reqwest::Error, config: &BackendConfig) -> AttemptError {
+    if e.is_timeout() {
+        AttemptError::Timeout(config.timeout.as_secs())
+    } else if e.is_connect() {
+        AttemptError::Connect
+    } else {
+        AttemptError::Broken(describe(e))
+    }
+}
+
+/// reqwest's message without the URL: the innermost cause.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_body() || e.is_decode() { "the body was cut".to_string() } else { "the request failed".to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
+}
+
+/// Model ids from an OpenAI-style `{"data": [{"id": ...}]}` list.
+pub fn model_ids(v: &serde_json::Value) -> Vec<String> {
+    v["data"].as_array().map(|d| d.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect()).unwrap_or_default()
 }

@@ -5,8 +5,8 @@ use crate::admin;
 use crate::backends::{AttemptError, Call, Reply};
 use crate::gateway::Gateway;
 use crate::openai::{self, ApiError, ApiRequest, Endpoint};
-use crate::proxy::{read_body, response_head, send_error, send_whole, Exchange};
-use crate::route::{self, retry};
+use crate::proxy::{bearer, read_body, response_head, send_error, send_whole, Exchange};
+use crate::route::retry;
 use crate::sse::{usage_from_json, SseScanner};
 use crate::telemetry;
 use bytes::{Bytes, BytesMut};
@@ -31,7 +31,13 @@ pub async fn handle(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exch
             }
             return admin::models(gateway, session, ex).await;
         }
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics") => {
+        ("GET", "/admin/backends") => {
+            if let Err(e) = admin::authorize(gateway, session) {
+                return send_error(gateway, session, ex, &e).await;
+            }
+            return admin::backends(gateway, session, ex).await;
+        }
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics" | "/admin/backends") => {
             return send_error(gateway, session, ex, &ApiError::method_not_allowed(&method, &path)).await
         }
         _ => return send_error(gateway, session, ex, &ApiError::unknown_path(&method, &path)).await,
@@ -48,14 +54,7 @@ fn authorize(gateway: &Gateway, session: &Session) -> Result<(), ApiError> {
     if keys.is_empty() {
         return Ok(());
     }
-    let presented = session
-        .req_header()
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match presented {
+    match bearer(session) {
         Some(p) if keys.iter().any(|k| k.expose() == p) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
@@ -72,9 +71,7 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     let raw = read_body(session, gateway.config.max_body_bytes).await?;
     let request = openai::parse_request(endpoint, &raw)?;
     let pinned = header(session, "x-hermes-backend");
-    let configs = gateway.backend_configs();
-    let candidates =
-        route::plan(&request.model, &gateway.plan_input(&configs, pinned.as_deref()), |i| gateway.health.available(i))?;
+    let candidates = gateway.plan(&request.model, pinned.as_deref())?;
 
     let policy = &gateway.config.failover;
     let max_attempts = if policy.enabled { policy.max_attempts as usize } else { 1 };
@@ -93,14 +90,14 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         ex.model = Some(candidate.model.clone());
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + cfg.timeout);
-        telemetry::backend_in_flight(&cfg.name, 1.0);
+        gateway.backend_started(candidate.backend, 1);
         let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model };
         let outcome = match timeout_at(deadline, backend.send(call)).await {
             Err(_) => Err(Failure { reason: "timeout", detail: format!("timed out after {}s", cfg.timeout.as_secs_f64()) }),
             Ok(Err(e)) => Err(failure_of(&e)),
             Ok(Ok(reply)) => deliver(gateway, session, ex, &request, reply, deadline, candidate.backend).await,
         };
-        telemetry::backend_in_flight(&cfg.name, -1.0);
+        gateway.backend_started(candidate.backend, -1);
         ex.upstream_time += began.elapsed();
         match outcome {
             Ok(()) => return Ok(()),

@@ -2,10 +2,11 @@
 //! that shutdown waits on.
 
 use crate::backends::{self, Registry};
+use crate::catalog::Catalog;
 use crate::config::{BackendConfig, Config};
-use crate::health::HealthBoard;
-use crate::route::PlanInput;
-use std::collections::HashSet;
+use crate::health::{CheckResult, HealthBoard};
+use crate::openai::ApiError;
+use crate::route::{self, Candidate, PlanInput};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,8 +14,9 @@ pub struct Gateway {
     pub config: Config,
     pub registry: Registry,
     pub health: HealthBoard,
-    /// Configured model names: the only model label values metrics may carry.
-    known_models: HashSet<String>,
+    pub catalog: Catalog,
+    /// Requests at each backend now.
+    backend_in_flight: Vec<AtomicUsize>,
     in_flight: AtomicUsize,
 }
 
@@ -26,24 +28,47 @@ impl Gateway {
         for b in &config.backends {
             crate::telemetry::set_backend_healthy(&b.name, true);
         }
-        let known_models = config.backends.iter().flat_map(|b| b.models.iter().cloned()).collect();
-        Arc::new(Gateway { config, registry, health, known_models, in_flight: AtomicUsize::new(0) })
+        let catalog = Catalog::new(config.backends.iter().map(|b| b.models.clone()).collect());
+        let backend_in_flight = config.backends.iter().map(|_| AtomicUsize::new(0)).collect();
+        Arc::new(Gateway { config, registry, health, catalog, backend_in_flight, in_flight: AtomicUsize::new(0) })
     }
 
-    pub fn backend_configs(&self) -> Vec<&BackendConfig> {
-        self.config.backends.iter().collect()
+    /// Who may answer `model`, in order (see `route::plan`).
+    pub fn plan(&self, model: &str, pinned: Option<&str>) -> Result<Vec<Candidate>, ApiError> {
+        let backends: Vec<&BackendConfig> = self.config.backends.iter().collect();
+        let models = self.catalog.all();
+        let input = PlanInput {
+            backends: &backends,
+            models: &models,
+            pinned,
+            primary: self.config.primary.as_deref(),
+            fallback: self.config.fallback.as_deref(),
+        };
+        route::plan(model, &input, |i| self.health.available(i))
     }
 
-    pub fn plan_input<'a>(&'a self, backends: &'a [&'a BackendConfig], pinned: Option<&'a str>) -> PlanInput<'a> {
-        PlanInput { backends, pinned, primary: self.config.primary.as_deref(), fallback: self.config.fallback.as_deref() }
-    }
-
-    /// A model name fit for a metric label: configured ones as they are, anything else `other`.
+    /// A model name fit for a metric label: served ones as they are, anything else `other`.
     pub fn model_label<'a>(&'a self, model: Option<&'a str>) -> &'a str {
         match model {
             None => "none",
-            Some(m) if self.known_models.contains(m) => m,
+            Some(m) if self.catalog.is_known(m) => m,
             Some(_) => "other",
+        }
+    }
+
+    pub fn backend_in_flight(&self, backend: usize) -> usize {
+        self.backend_in_flight.get(backend).map(|n| n.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Counts a request at a backend; the gauge follows.
+    pub fn backend_started(&self, backend: usize, delta: isize) {
+        if let (Some(n), Some(b)) = (self.backend_in_flight.get(backend), self.config.backends.get(backend)) {
+            if delta > 0 {
+                n.fetch_add(1, Ordering::Relaxed);
+            } else {
+                n.fetch_sub(1, Ordering::Relaxed);
+            }
+            crate::telemetry::backend_in_flight(&b.name, delta as f64);
         }
     }
 
@@ -59,12 +84,21 @@ impl Gateway {
     }
 
     pub fn record_outcome(&self, backend: usize, ok: bool) {
+        self.health_changes(backend, |h| if ok { h.record_success(backend) } else { h.record_failure(backend) });
+    }
+
+    pub fn record_check(&self, backend: usize, outcome: Result<usize, String>) {
+        self.health_changes(backend, |h| h.record_check(backend, outcome));
+    }
+
+    pub fn last_check(&self, backend: usize) -> Option<CheckResult> {
+        self.health.last_check(backend)
+    }
+
+    /// Apply a health mark; log and export a change between in and out of rotation.
+    fn health_changes(&self, backend: usize, mark: impl FnOnce(&HealthBoard)) {
         let before = self.health.available(backend);
-        if ok {
-            self.health.record_success(backend);
-        } else {
-            self.health.record_failure(backend);
-        }
+        mark(&self.health);
         let after = self.health.available(backend);
         if before != after {
             if let Some(b) = self.config.backends.get(backend) {

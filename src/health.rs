@@ -1,8 +1,11 @@
-//! Backend health from real traffic: consecutive failures mark a backend unhealthy for a cooldown,
-//! after which one request may try it again (half-open) and a success restores it.
+//! Backend health: active checks every interval (the check that fits each type), passive marks
+//! from real traffic (consecutive failures take a backend out for a cooldown, after which one
+//! request may try it again), and recovery when either sees it answer again.
 
+use crate::gateway::Gateway;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthStatus {
@@ -23,12 +26,20 @@ impl HealthStatus {
     }
 }
 
+/// The last active check of one backend.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub at: SystemTime,
+    pub outcome: Result<usize, String>,
+}
+
 #[derive(Default)]
 struct Marks {
     consecutive_failures: AtomicU32,
     successes: AtomicU64,
     /// Milliseconds since the board's epoch until which the backend is skipped.
     down_until_ms: AtomicU64,
+    last_check: Mutex<Option<CheckResult>>,
 }
 
 pub struct HealthBoard {
@@ -90,6 +101,72 @@ impl HealthBoard {
     pub fn available(&self, backend: usize) -> bool {
         self.status(backend) != HealthStatus::Unhealthy
     }
+
+    /// An active check: a failure takes the backend out at once (the check is deliberate, not
+    /// one unlucky request); a success brings it back, unless auto recovery is off.
+    pub fn record_check(&self, backend: usize, outcome: Result<usize, String>) {
+        let Some(m) = self.marks.get(backend) else { return };
+        match &outcome {
+            Ok(_) if self.cooldown.is_some() || self.status(backend) != HealthStatus::Unhealthy => self.record_success(backend),
+            Ok(_) => {}
+            Err(_) => {
+                m.consecutive_failures.fetch_max(self.threshold, Ordering::Relaxed);
+                let until = match self.cooldown {
+                    Some(c) => self.now_ms() + c.as_millis() as u64,
+                    None => u64::MAX,
+                };
+                m.down_until_ms.store(until, Ordering::Relaxed);
+            }
+        }
+        *m.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(CheckResult { at: SystemTime::now(), outcome });
+    }
+
+    pub fn last_check(&self, backend: usize) -> Option<CheckResult> {
+        self.marks.get(backend).and_then(|m| m.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Probe every backend once, concurrently; record health and discovered models.
+pub async fn check_all(gateway: &Arc<Gateway>) {
+    let probes = gateway.registry.all().iter().enumerate().map(|(i, backend)| {
+        let gateway = gateway.clone();
+        async move {
+            let limit = backend.config().timeout.min(gateway.config.health.interval.max(Duration::from_secs(1)));
+            let outcome = match tokio::time::timeout(limit, backend.probe()).await {
+                Ok(Ok(models)) => {
+                    gateway.catalog.discovered(i, &models);
+                    Ok(models.len())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("no answer within {}s", limit.as_secs_f64())),
+            };
+            if let Err(e) = &outcome {
+                log::debug!("health check of {} failed: {e}", backend.config().name);
+            }
+            gateway.record_check(i, outcome);
+        }
+    });
+    futures_util::future::join_all(probes).await;
+}
+
+/// Runs the active checks every HERMES_HEALTH_CHECK_INTERVAL until shutdown.
+pub struct Checker(pub Arc<Gateway>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Checker {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if !self.0.config.health.enabled {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.0.config.health.interval.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => check_all(&self.0).await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -110,5 +187,19 @@ mod tests {
         assert_eq!(board.status(0), HealthStatus::Degraded, "cooldown over: half-open");
         board.record_success(0);
         assert_eq!(board.status(0), HealthStatus::Healthy);
+    }
+
+    #[test]
+    fn one_failed_check_is_enough_and_one_good_check_restores() {
+        let board = HealthBoard::new(1, 3, Some(Duration::from_secs(30)));
+        board.record_check(0, Err("refused".into()));
+        assert_eq!(board.status(0), HealthStatus::Unhealthy);
+        assert!(board.last_check(0).unwrap().outcome.is_err());
+        board.record_check(0, Ok(2));
+        assert_eq!(board.status(0), HealthStatus::Healthy);
+        let no_recovery = HealthBoard::new(1, 3, None);
+        no_recovery.record_check(0, Err("refused".into()));
+        no_recovery.record_check(0, Ok(2));
+        assert_eq!(no_recovery.status(0), HealthStatus::Unhealthy, "auto recovery off");
     }
 }

@@ -4,19 +4,24 @@
 //! [`openai`] (checks) → [`route`] (who may answer, in which order) → [`backends`] (one adapter
 //! per wire type) → back through [`dispatch`] (failover, streaming relay, accounting with [`sse`])
 //! → [`telemetry`] (metrics). [`config`] turns `.env` and `policies/` into one checked `Config`;
-//! [`health`] keeps each backend's state from real traffic; [`server`] runs it all until SIGTERM.
+//! [`health`] keeps each backend's state (active checks and real traffic) and [`catalog`] the
+//! models each serves; [`server`] runs it all until SIGTERM. [`ollama`] translates Ollama's
+//! native API, for the `ollama` backend type and for [`talos`], the agent beside Ollama.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod backends;
+pub mod catalog;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
 pub mod health;
+pub mod ollama;
 pub mod openai;
 pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod sse;
+pub mod talos;
 pub mod telemetry;

@@ -40,6 +40,10 @@ impl ApiError {
         ApiError::new(401, "invalid_request_error", Some("invalid_api_key"), "Incorrect or missing API key. Send `Authorization: Bearer <key>` with a key from HERMES_API_KEYS.")
     }
 
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, "invalid_request_error", Some("forbidden"), message)
+    }
+
     pub fn model_not_found(model: &str) -> ApiError {
         let mut e = ApiError::new(
             404,

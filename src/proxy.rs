@@ -180,3 +180,9 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Api
         }
     }
 }
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(session: &Session) -> Option<&str> {
+    let v = session.req_header().headers.get("authorization")?.to_str().ok()?;
+    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+}

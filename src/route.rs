@@ -4,6 +4,7 @@ pub mod retry;
 
 use crate::config::BackendConfig;
 use crate::openai::ApiError;
+use std::sync::Arc;
 
 /// One place to try: a backend (by index in the registry) and the model to ask it for.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +16,8 @@ pub struct Candidate {
 /// What the plan needs to know beyond the request's model.
 pub struct PlanInput<'a> {
     pub backends: &'a [&'a BackendConfig],
+    /// Each backend's models now (configured and discovered); empty = takes any model.
+    pub models: &'a [Arc<Vec<String>>],
     /// `x-hermes-backend`: this backend first.
     pub pinned: Option<&'a str>,
     pub primary: Option<&'a str>,
@@ -37,10 +40,11 @@ pub fn plan(model: &str, input: &PlanInput<'_>, available: impl Fn(usize) -> boo
             3
         }
     };
+    let serves = |i: usize| input.models.get(i).is_none_or(|m| m.is_empty() || m.iter().any(|x| x == model));
     if let Some(pin) = input.pinned {
-        match input.backends.iter().find(|b| b.name == pin) {
+        match input.backends.iter().position(|b| b.name == pin) {
             None => return Err(ApiError::bad_request(format!("x-hermes-backend: no enabled backend is named '{pin}'."), None)),
-            Some(b) if !auto && !b.serves(model) => {
+            Some(i) if !auto && !serves(i) => {
                 return Err(ApiError::bad_request(format!("x-hermes-backend: backend '{pin}' does not serve model `{model}`."), Some("model")))
             }
             Some(_) => {}
@@ -50,9 +54,10 @@ pub fn plan(model: &str, input: &PlanInput<'_>, available: impl Fn(usize) -> boo
         .backends
         .iter()
         .enumerate()
-        .filter(|(_, b)| auto || b.serves(model))
+        .filter(|(i, _)| auto || serves(*i))
         .map(|(i, b)| {
-            let model = if auto { b.default_model().unwrap_or("auto").to_string() } else { model.to_string() };
+            let default = input.models.get(i).and_then(|m| m.first()).map(String::as_str);
+            let model = if auto { default.unwrap_or("auto").to_string() } else { model.to_string() };
             (!available(i), rank(&b.name), i, Candidate { backend: i, model })
         })
         .collect();
@@ -82,6 +87,10 @@ mod tests {
         crate::config::Config::from_env(&env, Policies::builtin(), false).unwrap().backends
     }
 
+    fn models(b: &[BackendConfig]) -> Vec<Arc<Vec<String>>> {
+        b.iter().map(|b| Arc::new(b.models.clone())).collect()
+    }
+
     fn names(c: &[Candidate], b: &[BackendConfig]) -> Vec<String> {
         c.iter().map(|c| format!("{}:{}", b[c.backend].name, c.model)).collect()
     }
@@ -90,7 +99,8 @@ mod tests {
     fn concrete_models_go_only_where_served() {
         let b = backends();
         let refs: Vec<&BackendConfig> = b.iter().collect();
-        let input = PlanInput { backends: &refs, pinned: None, primary: Some("b"), fallback: None };
+        let m = models(&b);
+        let input = PlanInput { backends: &refs, models: &m, pinned: None, primary: Some("b"), fallback: None };
         assert_eq!(names(&plan("m2", &input, |_| true).unwrap(), &b), ["b:m2", "a:m2"]);
         assert_eq!(names(&plan("m1", &input, |_| true).unwrap(), &b), ["a:m1"]);
         let e = plan("gpt-9", &input, |_| true).unwrap_err();
@@ -101,7 +111,8 @@ mod tests {
     fn auto_prefers_primary_then_fallback_and_skips_down_backends() {
         let b = backends();
         let refs: Vec<&BackendConfig> = b.iter().collect();
-        let input = PlanInput { backends: &refs, pinned: None, primary: Some("c"), fallback: Some("b") };
+        let m = models(&b);
+        let input = PlanInput { backends: &refs, models: &m, pinned: None, primary: Some("c"), fallback: Some("b") };
         assert_eq!(names(&plan("auto", &input, |_| true).unwrap(), &b), ["c:sim-c", "b:m2", "a:m1"]);
         // c is down: it goes last, not away
         assert_eq!(names(&plan("auto", &input, |i| i != 2).unwrap(), &b), ["b:m2", "a:m1", "c:sim-c"]);
@@ -111,9 +122,10 @@ mod tests {
     fn a_pin_goes_first_and_must_exist() {
         let b = backends();
         let refs: Vec<&BackendConfig> = b.iter().collect();
-        let input = PlanInput { backends: &refs, pinned: Some("a"), primary: Some("b"), fallback: None };
+        let m = models(&b);
+        let input = PlanInput { backends: &refs, models: &m, pinned: Some("a"), primary: Some("b"), fallback: None };
         assert_eq!(names(&plan("m2", &input, |_| true).unwrap(), &b), ["a:m2", "b:m2"]);
-        let bad = PlanInput { backends: &refs, pinned: Some("zz"), primary: None, fallback: None };
+        let bad = PlanInput { backends: &refs, models: &m, pinned: Some("zz"), primary: None, fallback: None };
         assert_eq!(plan("m2", &bad, |_| true).unwrap_err().status, 400);
     }
 }

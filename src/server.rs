@@ -33,6 +33,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut service = http_proxy_service(&server.configuration, HermesProxy { gateway: gateway.clone() });
     service.add_tcp_with_settings(&listen, TcpSocketOptions::default());
     server.add_service(service);
+    server.add_service(pingora::services::background::background_service("health checks", crate::health::Checker(gateway.clone())));
     log::info!("hermes listening on http://{listen} with {} backend(s)", gateway.config.backends.len());
     server.run(RunArgs { shutdown_signal: Box::new(GracefulStop { gateway, grace }) });
     Ok(())

@@ -61,6 +61,43 @@ impl SseScanner {
     }
 }
 
+/// One server-sent event: its `event:` name (if any) and its `data:` lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub name: Option<String>,
+    pub data: String,
+}
+
+/// Splits an SSE stream into whole events, wherever the chunks are cut.
+#[derive(Debug, Default)]
+pub struct EventSplitter {
+    partial: Vec<u8>,
+    name: Option<String>,
+    data: Vec<String>,
+}
+
+impl EventSplitter {
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.partial.extend_from_slice(chunk);
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = self.partial.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() || self.name.is_some() {
+                    events.push(Event { name: self.name.take(), data: std::mem::take(&mut self.data).join("\n") });
+                }
+            } else if let Some(v) = line.strip_prefix("event:") {
+                self.name = Some(v.trim_start().to_string());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                self.data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+            }
+        }
+        events
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -95,6 +132,24 @@ data: [DONE]\n\n";
         }
         assert_eq!(s.usage.map(|u| u.completion_tokens), Some(7));
         assert!(s.saw_done);
+    }
+
+    #[test]
+    fn events_are_split_whole_with_their_names() {
+        let text = "event: message_start\ndata: {\"a\":1}\n\n: comment\nevent: ping\ndata: {}\n\ndata: x\ndata: y\n\n";
+        for cut in 1..text.len() {
+            let mut s = EventSplitter::default();
+            let mut events = s.feed(&text.as_bytes()[..cut]);
+            events.extend(s.feed(&text.as_bytes()[cut..]));
+            assert_eq!(
+                events,
+                vec![
+                    Event { name: Some("message_start".into()), data: "{\"a\":1}".into() },
+                    Event { name: Some("ping".into()), data: "{}".into() },
+                    Event { name: None, data: "x\ny".into() },
+                ]
+            );
+        }
     }
 
     #[test]

@@ -229,6 +229,8 @@ fn refused_connections_and_timeouts_fail_over_and_exhaustion_names_what_was_trie
     let env = vec![
         ("HERMES_BACKENDS_ENABLED", "dead,hang,good".into()),
         ("HERMES_FAILOVER_DELAY_SECONDS", "0.05".into()),
+        // Active checks would take `dead` out before the first request: this tests failover.
+        ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
         ("BACKEND_DEAD_TYPE", "custom".into()),
         ("BACKEND_DEAD_HOST", "127.0.0.1".into()),
         ("BACKEND_DEAD_PORT", dead_port.to_string()),
@@ -271,7 +273,8 @@ fn refused_connections_and_timeouts_fail_over_and_exhaustion_names_what_was_trie
 
 #[test]
 fn demo_mode_routes_streams_and_fails_over_with_no_model_at_all() {
-    let hermes = Hermes::start(&[("BACKEND_LOCAL_SIM_FAILURE_RATE", "1".into())], &["--demo"]);
+    // Demo defaults tuned by the environment: local always fails, budget never does.
+    let hermes = Hermes::start(&[("BACKEND_LOCAL_SIM_FAILURE_RATE", "1".into()), ("BACKEND_BUDGET_SIM_FAILURE_RATE", "0".into())], &["--demo"]);
     let chat = format!("{}/v1/chat/completions", hermes.url());
     let models = curl(&[&format!("{}/v1/models", hermes.url())]).json();
     let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();

@@ -1,10 +1,12 @@
 //! Backends that speak OpenAI's API themselves: OpenAI, OpenRouter, Talos, vLLM, llama.cpp, TGI.
 //! The client's bytes go through as they are; only the key and routing headers are added.
 
-use super::{AttemptError, Backend, Call, Reply};
+use super::{describe, model_ids, request_failed, AttemptError, Backend, Call, Reply};
 use crate::config::{BackendConfig, BackendKind};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::TryStreamExt;
+use serde_json::Value;
 
 pub struct OpenAiCompat {
     config: BackendConfig,
@@ -25,13 +27,39 @@ impl Backend for OpenAiCompat {
 
     async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError> {
         let url = format!("{}{}", self.config.base_url, call.request.endpoint.path());
-        let mut req = self
-            .client
-            .post(url)
+        let body = match self.config.kind {
+            BackendKind::OpenAi => completion_tokens_field(call.body, call.model),
+            _ => call.body,
+        };
+        let req = self
+            .authorized(self.client.post(url))
             .header(http::header::CONTENT_TYPE, "application/json")
             // Streams must arrive readable, chunk by chunk.
             .header(http::header::ACCEPT_ENCODING, "identity")
-            .body(call.body);
+            .body(body);
+        let resp = req.send().await.map_err(|e| request_failed(&e, &self.config))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes_stream().map_err(|e| AttemptError::Broken(describe(&e)));
+        Ok(Reply { status, headers, body: Box::pin(body) })
+    }
+
+    async fn probe(&self) -> Result<Vec<String>, String> {
+        let resp = self.authorized(self.client.get(format!("{}/models", self.config.base_url))).send().await.map_err(|e| describe(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET /models answered {}", resp.status().as_u16()));
+        }
+        let v: Value = resp.json().await.map_err(|e| describe(&e))?;
+        Ok(model_ids(&v))
+    }
+}
+
+impl OpenAiCompat {
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn authorized(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         if let Some(key) = &self.config.api_key {
             req = req.bearer_auth(key.expose());
         }
@@ -39,29 +67,36 @@ impl Backend for OpenAiCompat {
             // OpenRouter's app attribution headers.
             req = req.header("HTTP-Referer", "https://github.com/hermes-gateway/hermes").header("X-Title", "Hermes");
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                AttemptError::Timeout(self.config.timeout.as_secs())
-            } else if e.is_connect() {
-                AttemptError::Connect
-            } else {
-                AttemptError::Broken(describe(&e))
-            }
-        })?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.bytes_stream().map_err(|e| AttemptError::Broken(describe(&e)));
-        Ok(Reply { status, headers, body: Box::pin(body) })
+        req
     }
 }
 
-/// reqwest's message without the URL: the base URL is configuration, not news to the client.
-fn describe(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_body() || e.is_decode() { "the body was cut".to_string() } else { "the request failed".to_string() };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
+/// OpenAI's reasoning models (gpt-5, o1, o3, o4...) refuse `max_tokens` and take
+/// `max_completion_tokens`; older ones take either. Other bodies pass as they are.
+pub fn completion_tokens_field(body: Bytes, model: &str) -> Bytes {
+    let newer = model.starts_with("gpt-5") || (model.starts_with('o') && model[1..].starts_with(|c: char| c.is_ascii_digit()));
+    if !newer {
+        return body;
     }
-    msg
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&body) else { return body };
+    let Some(v) = map.shift_remove("max_tokens") else { return body };
+    map.entry("max_completion_tokens").or_insert(v);
+    Bytes::from(Value::Object(map).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_openai_models_get_max_completion_tokens() {
+        let body = Bytes::from_static(br#"{"model":"gpt-5","messages":[],"max_tokens":50,"seed":1}"#);
+        let out: Value = serde_json::from_slice(&completion_tokens_field(body.clone(), "gpt-5")).unwrap();
+        assert_eq!(out["max_completion_tokens"], 50);
+        assert!(out.get("max_tokens").is_none());
+        assert_eq!(out["seed"], 1);
+        assert_eq!(completion_tokens_field(body.clone(), "gpt-4o"), body);
+        assert_ne!(completion_tokens_field(body.clone(), "o3-mini"), body);
+        assert_eq!(completion_tokens_field(body.clone(), "omni-x"), body);
+    }
 }

@@ -1,14 +1,14 @@
 //! `sim`: an OpenAI-compatible backend inside Hermes. Latency, speed, failures and price come
 //! from configuration; every answer says it is simulated. Used by `--demo`, tests and benches.
 
-use super::{AttemptError, Backend, BodyStream, Call, Reply};
+use super::{json_reply, now_secs, Backend, BodyStream, Call, Reply, AttemptError};
 use crate::config::{BackendConfig, SimSettings};
 use crate::openai::Endpoint;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub struct Sim {
     config: BackendConfig,
@@ -61,17 +61,6 @@ impl Sim {
     }
 }
 
-fn json_reply(status: u16, body: serde_json::Value) -> Reply {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    let bytes = Bytes::from(body.to_string());
-    Reply { status, headers, body: Box::pin(futures_util::stream::iter([Ok::<_, AttemptError>(bytes)])) }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Roughly four characters a token, the usual rule of thumb for English.
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
@@ -81,6 +70,10 @@ pub fn estimate_tokens(text: &str) -> u64 {
 impl Backend for Sim {
     fn config(&self) -> &BackendConfig {
         &self.config
+    }
+
+    async fn probe(&self) -> Result<Vec<String>, String> {
+        Ok(self.config.models.clone())
     }
 
     async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError> {

@@ -9,6 +9,10 @@ use std::time::Duration;
 pub enum BackendKind {
     /// A Talos agent (OpenAI-shaped `/v1/chat/completions` beside Ollama).
     Local,
+    /// Ollama's native API directly.
+    Ollama,
+    /// Anthropic's native Messages API.
+    Anthropic,
     OpenRouter,
     OpenAi,
     /// Any OpenAI-compatible server: vLLM, llama.cpp, TGI, LM Studio.
@@ -25,9 +29,8 @@ impl BackendKind {
             "openai" => BackendKind::OpenAi,
             "custom" => BackendKind::Custom,
             "sim" => BackendKind::Sim,
-            "ollama" | "anthropic" => {
-                return Err(ConfigError::new(var, format!("type '{value}' is not available in this version yet (use custom, openai, openrouter, local or sim)")))
-            }
+            "ollama" => BackendKind::Ollama,
+            "anthropic" => BackendKind::Anthropic,
             _ => {
                 return Err(ConfigError::new(
                     var,
@@ -40,6 +43,8 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Local => "local",
+            BackendKind::Ollama => "ollama",
+            BackendKind::Anthropic => "anthropic",
             BackendKind::OpenRouter => "openrouter",
             BackendKind::OpenAi => "openai",
             BackendKind::Custom => "custom",
@@ -49,14 +54,29 @@ impl BackendKind {
 
     /// Local backends run on the user's own hardware and cost nothing per token.
     pub fn is_paid(self) -> bool {
-        !matches!(self, BackendKind::Local)
+        !self.is_local()
+    }
+
+    /// Runs on the user's own machine: free, private.
+    pub fn is_local(self) -> bool {
+        matches!(self, BackendKind::Local | BackendKind::Ollama)
     }
 
     fn public_base_url(self) -> Option<&'static str> {
         match self {
             BackendKind::OpenRouter => Some("https://openrouter.ai/api/v1"),
             BackendKind::OpenAi => Some("https://api.openai.com/v1"),
+            BackendKind::Anthropic => Some("https://api.anthropic.com/v1"),
             _ => None,
+        }
+    }
+
+    /// Below HOST:PORT, where the API lives: Ollama's native API is at the root.
+    fn api_root(self) -> &'static str {
+        if self == BackendKind::Ollama {
+            ""
+        } else {
+            "/v1"
         }
     }
 }
@@ -127,7 +147,7 @@ impl BackendConfig {
         if models.is_empty() {
             models = env.list(&var("MODEL"));
         }
-        let local = kind == BackendKind::Local;
+        let local = kind.is_local();
         let (quality_default, speed_default) = if local { (0.8, 0.6) } else { (0.95, 0.8) };
         let price = ModelPrice {
             input_per_mtok: non_negative(env, &var("PRICE_INPUT_PER_MTOK"))?,
@@ -166,15 +186,6 @@ impl BackendConfig {
         })
     }
 
-    /// An empty model list means the backend takes whatever model it is asked for.
-    pub fn serves(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == model)
-    }
-
-    /// The model sent upstream when the client asked for `auto`.
-    pub fn default_model(&self) -> Option<&str> {
-        self.models.first().map(String::as_str)
-    }
 }
 
 fn non_negative(env: &EnvSource, key: &str) -> Result<f64, ConfigError> {
@@ -199,9 +210,10 @@ fn base_url(env: &EnvSource, p: &str, name: &str, kind: BackendKind) -> Result<S
     let with_scheme = if host.contains("://") { host.to_string() } else { format!("http://{host}") };
     let port: Option<u16> = env.number(&format!("{p}PORT"))?;
     let root = with_scheme.trim_end_matches('/');
+    let api = kind.api_root();
     let url = match port {
-        Some(port) => format!("{root}:{port}/v1"),
-        None => format!("{root}/v1"),
+        Some(port) => format!("{root}:{port}{api}"),
+        None => format!("{root}{api}"),
     };
     check_url(&host_var, &url)
 }

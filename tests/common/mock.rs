@@ -60,16 +60,13 @@ pub fn answer_words(name: &str) -> Vec<String> {
 
 impl MockUpstream {
     pub fn start(name: &str, mode: Mode) -> MockUpstream {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let state = Arc::new(MockState { name: name.to_string(), mode: Mutex::new(mode), calls: Mutex::new(Vec::new()) });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(state.clone());
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (port, runtime) = super::serve_mock(app);
         MockUpstream { port, state, _runtime: runtime }
     }
 

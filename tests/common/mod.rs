@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mock;
+pub mod mock_anthropic;
+pub mod mock_ollama;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -177,4 +179,67 @@ pub fn python_with_openai() -> PathBuf {
 
 pub fn chat_body(model: &str, text: &str) -> String {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string()
+}
+
+/// A running `talos` agent, killed when dropped.
+pub struct TalosAgent {
+    pub port: u16,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl TalosAgent {
+    pub fn start(ollama_url: &str, port: u16, token: Option<&str>) -> TalosAgent {
+        let dir = scratch_dir("talos");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_talos"));
+        cmd.current_dir(&dir).env("OLLAMA_HOST", ollama_url).env("TALOS_PORT", port.to_string()).env("TALOS_BIND", "127.0.0.1");
+        cmd.env_remove("TALOS_TOKEN");
+        if let Some(t) = token {
+            cmd.env("TALOS_TOKEN", t);
+        }
+        cmd.stdout(std::fs::File::create(dir.join("stdout.log")).unwrap()).stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+        let child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "talos did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TalosAgent { port, child, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TalosAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` every 50 ms until it holds; how long it took, or None after `within`.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Serve an axum app on 127.0.0.1 from a runtime of its own (kept alive by the caller).
+pub fn serve_mock(app: axum::Router) -> (u16, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, runtime)
 }

@@ -1,0 +1,84 @@
+//! `ollama`: Ollama's native API directly (`/api/chat`, `/api/embed`, `/api/tags`), translated
+//! to and from OpenAI's by `crate::ollama`.
+
+use super::{describe, json_reply, now_secs, request_failed, translated_stream, AttemptError, Backend, Call, Reply};
+use crate::config::BackendConfig;
+use crate::ollama::{self as wire, NdjsonToSse};
+use crate::openai::Endpoint;
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+pub struct Ollama {
+    config: BackendConfig,
+    client: reqwest::Client,
+}
+
+impl Ollama {
+    pub fn new(config: BackendConfig, client: reqwest::Client) -> Ollama {
+        Ollama { config, client }
+    }
+}
+
+/// Ollama's model names from `/api/tags`.
+pub fn tag_names(v: &Value) -> Vec<String> {
+    v["models"].as_array().map(|m| m.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+#[async_trait]
+impl Backend for Ollama {
+    fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+
+    async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError> {
+        let request = call.request;
+        let (path, body) = match request.endpoint {
+            Endpoint::ChatCompletions => ("/api/chat", wire::chat_request(&request.body, call.model, request.stream)),
+            Endpoint::Embeddings => ("/api/embed", json!({"model": call.model, "input": request.body.get("input").cloned().unwrap_or(Value::Null)})),
+        };
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.config.base_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| request_failed(&e, &self.config))?;
+        let status = resp.status().as_u16();
+        let id = format!("chatcmpl-ollama{:016x}", fastrand::u64(..));
+        if status == 200 && request.stream && request.endpoint == Endpoint::ChatCompletions {
+            let mut t = NdjsonToSse::new(id, call.model.to_string(), now_secs(), request.include_usage());
+            return Ok(translated_stream(resp, move |chunk| t.feed(chunk)));
+        }
+        let bytes = resp.bytes().await.map_err(|e| request_failed(&e, &self.config))?;
+        if status != 200 {
+            return Ok(json_reply(status, wire::error(status, &bytes).to_value()));
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| AttemptError::Broken(format!("unreadable answer from Ollama: {e}")))?;
+        Ok(json_reply(
+            200,
+            match request.endpoint {
+                Endpoint::ChatCompletions => wire::chat_response(&v, &id, call.model, now_secs()),
+                Endpoint::Embeddings => {
+                    let data: Vec<Value> = v["embeddings"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
+                        .collect();
+                    let tokens = v["prompt_eval_count"].as_u64().unwrap_or(0);
+                    json!({"object": "list", "data": data, "model": call.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+                }
+            },
+        ))
+    }
+
+    async fn probe(&self) -> Result<Vec<String>, String> {
+        let resp = self.client.get(format!("{}/api/tags", self.config.base_url)).send().await.map_err(|e| describe(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET /api/tags answered {}", resp.status().as_u16()));
+        }
+        let v: Value = resp.json().await.map_err(|e| describe(&e))?;
+        Ok(tag_names(&v))
+    }
+}
