@@ -4,10 +4,12 @@
 mod backend;
 mod env;
 mod policies;
+mod routing;
 
 pub use backend::{BackendConfig, BackendKind, Secret, SimSettings};
 pub use env::EnvSource;
-pub use policies::{ModelPrice, Policies};
+pub use policies::{CachePolicy, ModelPrice, Policies, ShadowPolicy};
+pub use routing::{Balancing, Criteria, RoutingConfig};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,6 +58,7 @@ pub struct Config {
     pub fallback: Option<String>,
     pub failover: FailoverPolicy,
     pub health: HealthPolicy,
+    pub routing: RoutingConfig,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub policies: Policies,
@@ -132,7 +135,19 @@ impl Config {
             unhealthy_threshold: env.number_or("HERMES_UNHEALTHY_THRESHOLD", 3u32)?.max(1),
             auto_recovery: env.bool_or("HERMES_AUTO_RECOVERY_ENABLED", true)?,
         };
+        let routing = RoutingConfig::from_env(env)?;
+        for (var, name) in routing.named_backends() {
+            if !backends.iter().any(|b| b.name == name) {
+                return Err(ConfigError::new(var, format!("'{name}' is not an enabled backend")));
+            }
+        }
+        if let Some(name) = policies.shadow.as_ref().map(|s| s.backend.as_str()) {
+            if !backends.iter().any(|b| b.name == name) {
+                return Err(ConfigError::new("policies/routing.toml [shadow]", format!("'{name}' is not an enabled backend")));
+            }
+        }
         Ok(Config {
+            routing,
             listen: env.get("HERMES_LISTEN").unwrap_or("127.0.0.1:8080").to_string(),
             db_path: PathBuf::from(env.get("HERMES_DB_PATH").unwrap_or("./hermes.duckdb")),
             api_keys: env.list("HERMES_API_KEYS").into_iter().map(Secret::new).collect(),

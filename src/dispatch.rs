@@ -6,7 +6,11 @@ use crate::backends::{AttemptError, Call, Reply};
 use crate::gateway::Gateway;
 use crate::openai::{self, ApiError, ApiRequest, Endpoint};
 use crate::proxy::{bearer, read_body, response_head, send_error, send_whole, Exchange};
-use crate::route::retry;
+use crate::cache::CachedAnswer;
+use crate::config::Criteria;
+use crate::limits::ClientVerdict;
+use crate::route::{retry, Ask};
+use crate::shadow::{answer_text, Primary};
 use crate::sse::{usage_from_json, SseScanner};
 use crate::telemetry;
 use bytes::{Bytes, BytesMut};
@@ -66,20 +70,107 @@ struct Failure {
     detail: String,
 }
 
+/// The per-request routing hints a client may send.
+struct Hints {
+    criteria: Option<Criteria>,
+    budget_cents: Option<f64>,
+    local_only: bool,
+    pinned: Option<String>,
+}
+
+fn hints(session: &Session) -> Result<Hints, ApiError> {
+    let criteria = match header(session, "x-hermes-criteria") {
+        None => None,
+        Some(v) => Some(Criteria::parse(&v).ok_or_else(|| ApiError::bad_request(format!("x-hermes-criteria: '{v}' is not cost_first, quality_first or speed_first."), None))?),
+    };
+    let budget_cents = match header(session, "x-hermes-budget-cents") {
+        None => None,
+        Some(v) => Some(v.parse::<f64>().ok().filter(|b| b.is_finite() && *b >= 0.0).ok_or_else(|| ApiError::bad_request(format!("x-hermes-budget-cents: '{v}' is not a number of cents."), None))?),
+    };
+    let local_only = match header(session, "x-hermes-privacy").as_deref() {
+        None => false,
+        Some("local") => true,
+        Some(v) => return Err(ApiError::bad_request(format!("x-hermes-privacy: '{v}' is not `local`."), None)),
+    };
+    Ok(Hints { criteria, budget_cents, local_only, pinned: header(session, "x-hermes-backend") })
+}
+
+/// HERMES_CLIENT_RATE_LIMIT, per client key (per address when the gateway is open).
+fn client_limit(gateway: &Gateway, session: &Session, ex: &mut Exchange) -> Result<(), ApiError> {
+    let key = bearer(session).map(str::to_string).or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string())).unwrap_or_default();
+    match gateway.limits.client(&key) {
+        ClientVerdict::Unlimited => Ok(()),
+        ClientVerdict::Allowed { limit, remaining } => {
+            ex.rate_limit = Some((limit, remaining));
+            Ok(())
+        }
+        ClientVerdict::Refused { limit, retry_after } => {
+            ex.rate_limit = Some((limit, 0));
+            metrics::counter!("hermes_rate_limited_total", "scope" => "client").increment(1);
+            Err(ApiError::rate_limited(format!("Rate limit of {limit} requests per minute reached for this client."), retry_after.as_secs_f64().ceil() as u64))
+        }
+    }
+}
+
 async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchange, endpoint: Endpoint) -> Result<(), ApiError> {
     authorize(gateway, session)?;
+    client_limit(gateway, session, ex)?;
+    let hints = hints(session)?;
+    ex.debug = header(session, "x-hermes-debug").is_some_and(|v| v != "0" && v != "false");
     let raw = read_body(session, gateway.config.max_body_bytes).await?;
     let request = openai::parse_request(endpoint, &raw)?;
-    let pinned = header(session, "x-hermes-backend");
-    let candidates = gateway.plan(&request.model, pinned.as_deref())?;
+    let job = gateway.classify(&request);
+    ex.job_type = Some(job.job_type);
+    let routing = &gateway.config.routing;
+    let local_only = hints.local_only || job.personal_data.is_some();
+    let ask = Ask {
+        model: &request.model,
+        job: &job,
+        criteria: hints.criteria.unwrap_or(routing.criteria),
+        criteria_requested: hints.criteria.is_some(),
+        budget_cents: hints.budget_cents.map_or(routing.max_cost_per_job_cents, |b| b.min(routing.max_cost_per_job_cents)),
+        local_only,
+        pinned: hints.pinned.as_deref(),
+    };
+    let decision = gateway.decide(&ask).inspect_err(|e| {
+        if e.status == 402 {
+            metrics::counter!("hermes_budget_rejections_total").increment(1);
+        }
+    })?;
+    ex.reason = Some(decision.reason.clone());
+
+    let cache_key = gateway.cache.key(&request, &raw, &[hints.pinned.as_deref(), hints.criteria.map(Criteria::as_str), local_only.then_some("local")]);
+    if let Some(hit) = match cache_key {
+        Some(k) => gateway.cache.get(k).await,
+        None => None,
+    } {
+        ex.backend = Some(hit.backend);
+        ex.model = Some(hit.model.clone());
+        ex.cache_hit = true;
+        let Some(mut head) = response_head(gateway, ex, 200) else { return Ok(()) };
+        let _ = head.insert_header("content-type", hit.content_type.as_str());
+        send_whole(session, ex, 200, head, hit.body.clone()).await;
+        return Ok(());
+    }
 
     let policy = &gateway.config.failover;
     let max_attempts = if policy.enabled { policy.max_attempts as usize } else { 1 };
     let mut tried: Vec<String> = Vec::new();
+    let mut rate_limited = 0;
     let mut previous: Option<(usize, &'static str)> = None;
-    for candidate in candidates.iter().take(max_attempts) {
+    let mut relay = Relay { cache_key, shadow: None };
+    for candidate in &decision.candidates {
+        if ex.attempts as usize >= max_attempts {
+            break;
+        }
         let Some(backend) = gateway.registry.get(candidate.backend) else { continue };
         let cfg = backend.config();
+        if !gateway.limits.backend_allows(candidate.backend) {
+            rate_limited += 1;
+            metrics::counter!("hermes_rate_limited_total", "scope" => "backend").increment(1);
+            tried.push(format!("{} (over its BACKEND_{}_RATE_LIMIT)", cfg.name, cfg.name.to_ascii_uppercase()));
+            continue;
+        }
         if let Some((from, reason)) = previous {
             telemetry::record_failover(&gateway.config.backends[from].name, &cfg.name, reason);
             let pause = retry::backoff(ex.attempts + 1, gateway.config.policies.backoff_base, policy.max_delay);
@@ -88,6 +179,7 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         ex.attempts += 1;
         ex.backend = Some(candidate.backend);
         ex.model = Some(candidate.model.clone());
+        relay.shadow = crate::shadow::pick(gateway, candidate.backend, local_only);
         let began = Instant::now();
         let deadline = tokio::time::Instant::from_std(began + cfg.timeout);
         gateway.backend_started(candidate.backend, 1);
@@ -95,7 +187,7 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         let outcome = match timeout_at(deadline, backend.send(call)).await {
             Err(_) => Err(Failure { reason: "timeout", detail: format!("timed out after {}s", cfg.timeout.as_secs_f64()) }),
             Ok(Err(e)) => Err(failure_of(&e)),
-            Ok(Ok(reply)) => deliver(gateway, session, ex, &request, reply, deadline, candidate.backend).await,
+            Ok(Ok(reply)) => deliver(gateway, session, ex, &request, reply, deadline, candidate.backend, &relay).await,
         };
         gateway.backend_started(candidate.backend, -1);
         ex.upstream_time += began.elapsed();
@@ -108,7 +200,16 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
             }
         }
     }
+    if ex.attempts == 0 && rate_limited > 0 {
+        return Err(ApiError::rate_limited(format!("Every backend that could answer is at its rate limit: {}.", tried.join("; ")), 60));
+    }
     Err(ApiError::no_backend_answered(&tried, !tried.is_empty()))
+}
+
+/// What the relay of a winning answer needs beyond the answer itself.
+struct Relay {
+    cache_key: Option<u64>,
+    shadow: Option<usize>,
 }
 
 fn failure_of(e: &AttemptError) -> Failure {
@@ -122,20 +223,26 @@ fn failure_of(e: &AttemptError) -> Failure {
 
 /// The backend answered. A failing-over status or a body that never came is a failure (nothing
 /// has reached the client yet); anything else is relayed and the request is done.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     session: &mut Session,
     ex: &mut Exchange,
     request: &ApiRequest,
     mut reply: Reply,
     deadline: tokio::time::Instant,
     backend: usize,
+    relay: &Relay,
 ) -> Result<(), Failure> {
     let ok = (200..300).contains(&reply.status);
     if retry::status_fails_over(reply.status, &gateway.config.policies.retry_on_status) {
-        // 429 means busy, not broken: only server errors count against health.
+        // 429 means busy, not broken: only server errors count against health. A busy backend
+        // is left alone for as long as its retry-after asks.
         if reply.status >= 500 {
             gateway.record_outcome(backend, false);
+        }
+        if let Some(wait) = retry::retry_after(&reply.headers) {
+            gateway.health.rest(backend, wait);
         }
         let excerpt = match timeout_at(deadline, collect(&mut reply)).await {
             Ok(Ok(body)) => upstream_message(&body),
@@ -152,7 +259,7 @@ async fn deliver(
             Err(_) => return Err(mark_failed(gateway, backend, Failure { reason: "timeout", detail: "no first byte before the timeout".into() })),
         };
         gateway.record_outcome(backend, true);
-        relay_stream(gateway, session, ex, reply, first, backend).await;
+        relay_stream(gateway, session, ex, request, reply, first, backend, relay).await;
         return Ok(());
     }
     let body = match timeout_at(deadline, collect(&mut reply)).await {
@@ -163,6 +270,15 @@ async fn deliver(
     gateway.record_outcome(backend, true);
     if ok {
         account(gateway, ex, usage_from_json(&body));
+        if let Some(key) = relay.cache_key {
+            let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+            let answer = CachedAnswer { backend, model: ex.model.clone().unwrap_or_default(), content_type, body: body.clone() };
+            gateway.cache.put(key, answer).await;
+        }
+        if let Some(shadow) = relay.shadow {
+            let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text: answer_text(&body) };
+            crate::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
+        }
     }
     let Some(mut head) = relay_head(gateway, ex, &reply) else { return Ok(()) };
     if let Some(cost) = ex.cost_cents {
@@ -195,7 +311,17 @@ fn relay_head(gateway: &Gateway, ex: &Exchange, reply: &Reply) -> Option<Respons
 
 /// Relay a stream as it arrives. After the first byte there is no failover: a break becomes an
 /// SSE `error` event so the client never mistakes a cut answer for a whole one.
-async fn relay_stream(gateway: &Gateway, session: &mut Session, ex: &mut Exchange, mut reply: Reply, first: Bytes, backend: usize) {
+#[allow(clippy::too_many_arguments)]
+async fn relay_stream(
+    gateway: &Arc<Gateway>,
+    session: &mut Session,
+    ex: &mut Exchange,
+    request: &ApiRequest,
+    mut reply: Reply,
+    first: Bytes,
+    backend: usize,
+    relay: &Relay,
+) {
     ex.status = reply.status;
     let Some(mut head) = relay_head(gateway, ex, &reply) else { return };
     let _ = head.insert_header("transfer-encoding", "chunked");
@@ -203,6 +329,9 @@ async fn relay_stream(gateway: &Gateway, session: &mut Session, ex: &mut Exchang
         return;
     }
     let mut scanner = SseScanner::default();
+    if relay.shadow.is_some() {
+        scanner.text = Some(String::new());
+    }
     scanner.feed(&first);
     ex.ttft = Some(ex.started.elapsed());
     if session.write_response_body(Some(first), false).await.is_err() {
@@ -240,6 +369,14 @@ async fn relay_stream(gateway: &Gateway, session: &mut Session, ex: &mut Exchang
         };
         let event = format!("event: error\ndata: {}\n\n", err.to_value());
         let _ = session.write_response_body(Some(Bytes::from(event)), false).await;
+    } else if let Some(shadow) = relay.shadow {
+        let primary = Primary {
+            backend: gateway.config.backends[backend].name.clone(),
+            status: reply.status,
+            elapsed: ex.started.elapsed(),
+            text: scanner.text.take().unwrap_or_default(),
+        };
+        crate::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
     }
     let _ = session.write_response_body(None, true).await;
 }

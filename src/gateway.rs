@@ -3,11 +3,13 @@
 
 use crate::backends::{self, Registry};
 use crate::catalog::Catalog;
-use crate::config::{BackendConfig, Config};
+use crate::classify::{Classification, Classifier};
+use crate::config::Config;
 use crate::health::{CheckResult, HealthBoard};
+use crate::limits::Limits;
 use crate::openai::ApiError;
-use crate::route::{self, Candidate, PlanInput};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::route::{self, Ask, Decision, Dice, Offer, Settings};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct Gateway {
@@ -15,13 +17,18 @@ pub struct Gateway {
     pub registry: Registry,
     pub health: HealthBoard,
     pub catalog: Catalog,
+    pub classifier: Classifier,
+    pub limits: Limits,
+    pub cache: crate::cache::AnswerCache,
     /// Requests at each backend now.
     backend_in_flight: Vec<AtomicUsize>,
     in_flight: AtomicUsize,
+    /// Round-robin position.
+    turns: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Arc<Gateway> {
+    pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
         let registry = Registry::build(&config.backends, &backends::http_client());
         let cooldown = config.health.auto_recovery.then_some(config.health.interval);
         let health = HealthBoard::new(config.backends.len(), config.health.unhealthy_threshold, cooldown);
@@ -30,21 +37,48 @@ impl Gateway {
         }
         let catalog = Catalog::new(config.backends.iter().map(|b| b.models.clone()).collect());
         let backend_in_flight = config.backends.iter().map(|_| AtomicUsize::new(0)).collect();
-        Arc::new(Gateway { config, registry, health, catalog, backend_in_flight, in_flight: AtomicUsize::new(0) })
+        let classifier = Classifier::new(&config.policies.vocabulary).map_err(|e| format!("policies/classify.toml: {e}"))?;
+        let limits = Limits::new(&config);
+        let cache = crate::cache::AnswerCache::new(&config.policies.cache);
+        Ok(Arc::new(Gateway {
+            config,
+            registry,
+            health,
+            catalog,
+            classifier,
+            limits,
+            cache,
+            backend_in_flight,
+            in_flight: AtomicUsize::new(0),
+            turns: AtomicU64::new(0),
+        }))
     }
 
-    /// Who may answer `model`, in order (see `route::plan`).
-    pub fn plan(&self, model: &str, pinned: Option<&str>) -> Result<Vec<Candidate>, ApiError> {
-        let backends: Vec<&BackendConfig> = self.config.backends.iter().collect();
+    /// Where this request may run, in order, and why (see `route::choose`).
+    pub fn decide(&self, ask: &Ask<'_>) -> Result<Decision, ApiError> {
         let models = self.catalog.all();
-        let input = PlanInput {
-            backends: &backends,
-            models: &models,
-            pinned,
-            primary: self.config.primary.as_deref(),
-            fallback: self.config.fallback.as_deref(),
-        };
-        route::plan(model, &input, |i| self.health.available(i))
+        let offers: Vec<Offer<'_>> = self
+            .config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Offer {
+                config: b,
+                models: &models[i],
+                available: self.health.available(i),
+                reliability: self.health.reliability(i),
+                quality: b.quality_score,
+                speed: b.speed_score,
+                in_flight: self.backend_in_flight(i),
+            })
+            .collect();
+        let settings = Settings { routing: &self.config.routing, primary: self.config.primary.as_deref(), fallback: self.config.fallback.as_deref() };
+        let dice = Dice { roll: fastrand::f64(), turn: self.turns.fetch_add(1, Ordering::Relaxed) };
+        route::choose(ask, &offers, &settings, |i, m| self.config.price(&self.config.backends[i], m), &dice)
+    }
+
+    pub fn classify(&self, request: &crate::openai::ApiRequest) -> Classification {
+        self.classifier.classify(request)
     }
 
     /// A model name fit for a metric label: served ones as they are, anything else `other`.

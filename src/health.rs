@@ -39,6 +39,8 @@ struct Marks {
     successes: AtomicU64,
     /// Milliseconds since the board's epoch until which the backend is skipped.
     down_until_ms: AtomicU64,
+    /// Until when the backend asked to be left alone (429 with retry-after).
+    resting_until_ms: AtomicU64,
     last_check: Mutex<Option<CheckResult>>,
 }
 
@@ -88,7 +90,7 @@ impl HealthBoard {
             } else {
                 HealthStatus::Degraded
             }
-        } else if failures > 0 {
+        } else if failures > 0 || self.resting(backend) {
             HealthStatus::Degraded
         } else if m.successes.load(Ordering::Relaxed) > 0 {
             HealthStatus::Healthy
@@ -99,7 +101,27 @@ impl HealthBoard {
 
     /// Worth sending traffic to now.
     pub fn available(&self, backend: usize) -> bool {
-        self.status(backend) != HealthStatus::Unhealthy
+        self.status(backend) != HealthStatus::Unhealthy && !self.resting(backend)
+    }
+
+    fn resting(&self, backend: usize) -> bool {
+        self.marks.get(backend).is_some_and(|m| self.now_ms() < m.resting_until_ms.load(Ordering::Relaxed))
+    }
+
+    /// A backend said "busy, come back in `for_how_long`" (429 with retry-after): skip it till then.
+    pub fn rest(&self, backend: usize, for_how_long: Duration) {
+        if let Some(m) = self.marks.get(backend) {
+            m.resting_until_ms.fetch_max(self.now_ms() + for_how_long.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// 0..1 for the weighted score: healthy or unknown 1, degraded 0.6, unhealthy 0.2.
+    pub fn reliability(&self, backend: usize) -> f64 {
+        match self.status(backend) {
+            HealthStatus::Healthy | HealthStatus::Unknown => 1.0,
+            HealthStatus::Degraded => 0.6,
+            HealthStatus::Unhealthy => 0.2,
+        }
     }
 
     /// An active check: a failure takes the backend out at once (the check is deliberate, not
@@ -201,5 +223,15 @@ mod tests {
         no_recovery.record_check(0, Err("refused".into()));
         no_recovery.record_check(0, Ok(2));
         assert_eq!(no_recovery.status(0), HealthStatus::Unhealthy, "auto recovery off");
+    }
+
+    #[test]
+    fn a_rest_keeps_a_busy_backend_out_for_its_retry_after() {
+        let board = HealthBoard::new(1, 3, Some(Duration::from_secs(30)));
+        board.rest(0, Duration::from_millis(40));
+        assert!(!board.available(0));
+        assert_eq!(board.status(0), HealthStatus::Degraded);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(board.available(0));
     }
 }

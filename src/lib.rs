@@ -12,16 +12,21 @@
 
 pub mod admin;
 pub mod backends;
+pub mod cache;
 pub mod catalog;
+pub mod classify;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
 pub mod health;
+pub mod limits;
 pub mod ollama;
 pub mod openai;
+pub mod privacy;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod shadow;
 pub mod sse;
 pub mod talos;
 pub mod telemetry;

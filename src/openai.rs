@@ -77,6 +77,24 @@ impl ApiError {
         ApiError::new(status, "api_error", Some("backend_unavailable"), message)
     }
 
+    /// 402: every backend that could answer would cost more than the budget allows.
+    pub fn over_budget(budget_cents: f64, rejected: &[(String, String)]) -> ApiError {
+        let why: Vec<String> = rejected.iter().map(|(b, w)| format!("{b}: {w}")).collect();
+        ApiError::new(
+            402,
+            "insufficient_quota",
+            Some("budget_exceeded"),
+            format!("Every backend that serves this request would cost more than the budget of {budget_cents}¢ ({}). Raise x-hermes-budget-cents or HERMES_MAX_COST_PER_JOB_CENTS, or ask for a cheaper model.", why.join("; ")),
+        )
+    }
+
+    /// 429 from Hermes's own limits.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> ApiError {
+        let mut e = ApiError::new(429, "requests", Some("rate_limit_exceeded"), message);
+        e.retry_after = Some(retry_after.max(1));
+        e
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "api_error", None, message)
     }

@@ -1,6 +1,7 @@
 //! Pingora glue: every request is answered from `request_filter`, so Hermes owns the attempt loop
 //! (failover, streaming, bodies of any size). Hooks stay short; the work lives in `dispatch`.
 
+use crate::classify::JobType;
 use crate::dispatch;
 use crate::gateway::{Gateway, InFlight};
 use crate::openai::ApiError;
@@ -32,6 +33,13 @@ pub struct Exchange {
     pub ttft: Option<Duration>,
     pub usage: Option<Usage>,
     pub cost_cents: Option<f64>,
+    pub job_type: Option<JobType>,
+    /// The routing decision's account, shown when the client sent `x-hermes-debug`.
+    pub reason: Option<String>,
+    pub debug: bool,
+    /// The client's (limit, remaining) under HERMES_CLIENT_RATE_LIMIT.
+    pub rate_limit: Option<(u32, u32)>,
+    pub cache_hit: bool,
     _in_flight: Option<InFlight>,
 }
 
@@ -49,6 +57,11 @@ impl Exchange {
             ttft: None,
             usage: None,
             cost_cents: None,
+            job_type: None,
+            reason: None,
+            debug: false,
+            rate_limit: None,
+            cache_hit: false,
             _in_flight: None,
         }
     }
@@ -94,7 +107,7 @@ impl ProxyHttp for HermesProxy {
         telemetry::record_request(&RequestRecord {
             backend,
             model: self.gateway.model_label(ex.model.as_deref()),
-            job_type: "unclassified",
+            job_type: ex.job_type.map_or("none", JobType::as_str),
             status: ex.status,
             total,
             overhead: total.saturating_sub(ex.upstream_time),
@@ -114,6 +127,21 @@ pub fn response_head(gateway: &Gateway, ex: &Exchange, status: u16) -> Option<Re
     h.insert_header("x-hermes-attempts", ex.attempts.to_string()).ok()?;
     if let Some(m) = &ex.model {
         let _ = h.insert_header("x-hermes-model", m.as_str());
+    }
+    if let Some(j) = ex.job_type {
+        let _ = h.insert_header("x-hermes-job-type", j.as_str());
+    }
+    if let (true, Some(reason)) = (ex.debug, &ex.reason) {
+        // Header values must be visible ASCII: the reason's ¢ becomes "c".
+        let ascii: String = reason.chars().map(|c| if c == '¢' { 'c' } else if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect();
+        let _ = h.insert_header("x-hermes-route-reason", ascii);
+    }
+    if let Some((limit, remaining)) = ex.rate_limit {
+        let _ = h.insert_header("x-ratelimit-limit-requests", limit.to_string());
+        let _ = h.insert_header("x-ratelimit-remaining-requests", remaining.to_string());
+    }
+    if ex.cache_hit {
+        let _ = h.insert_header("x-hermes-cache", "hit");
     }
     Some(h)
 }
@@ -138,6 +166,9 @@ pub async fn send_error(gateway: &Gateway, session: &mut Session, ex: &mut Excha
     let _ = head.insert_header("content-type", "application/json");
     if let Some(s) = err.retry_after {
         let _ = head.insert_header("retry-after", s.to_string());
+        if err.status == 429 {
+            let _ = head.insert_header("x-ratelimit-reset-requests", format!("{s}s"));
+        }
     }
     if err.status == 413 {
         // The body was never read: the connection cannot be reused.

@@ -1,131 +1,486 @@
-//! Which backends may answer a request, in which order. Pure: tests call it without a network.
+//! The routing brain's decision: which backends may answer a request, in which order, and why.
+//! Pure: (request, classification, offers, settings, dice) → decision. Tests call it without a network.
+//!
+//! Filters run in the spec's order (healthy, capable, affordable, private); survivors are ranked
+//! by the criterion with the spec's weighted score breaking ties; load balancing shuffles equals;
+//! traffic shares, job-type routing, primary/fallback and `x-hermes-backend` pin the first choice.
 
 pub mod retry;
 
-use crate::config::BackendConfig;
+use crate::classify::{Classification, JobType};
+use crate::config::{Balancing, BackendConfig, Criteria, ModelPrice, RoutingConfig};
 use crate::openai::ApiError;
-use std::sync::Arc;
+use std::fmt::Write;
 
 /// One place to try: a backend (by index in the registry) and the model to ask it for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub backend: usize,
     pub model: String,
+    pub estimated_cost_cents: f64,
 }
 
-/// What the plan needs to know beyond the request's model.
-pub struct PlanInput<'a> {
-    pub backends: &'a [&'a BackendConfig],
-    /// Each backend's models now (configured and discovered); empty = takes any model.
-    pub models: &'a [Arc<Vec<String>>],
-    /// `x-hermes-backend`: this backend first.
+/// A backend as routing sees it right now.
+pub struct Offer<'a> {
+    pub config: &'a BackendConfig,
+    /// Its models now (configured and discovered); empty = takes any model.
+    pub models: &'a [String],
+    pub available: bool,
+    /// 0..1: how reliably it has answered (health, later learned success rate).
+    pub reliability: f64,
+    pub quality: f64,
+    pub speed: f64,
+    pub in_flight: usize,
+}
+
+/// What the client asked for, beyond the body.
+pub struct Ask<'a> {
+    pub model: &'a str,
+    pub job: &'a Classification,
+    pub criteria: Criteria,
+    /// The criterion came from the request (`x-hermes-criteria`): it outranks primary/fallback.
+    pub criteria_requested: bool,
+    pub budget_cents: f64,
+    /// `x-hermes-privacy: local`, or personal data found.
+    pub local_only: bool,
     pub pinned: Option<&'a str>,
+}
+
+/// Randomness and rotation, from the caller so decisions replay in tests.
+pub struct Dice {
+    pub roll: f64,
+    pub turn: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub candidates: Vec<Candidate>,
+    /// A short human account of the choice.
+    pub reason: String,
+    /// Backends left out, and why.
+    pub rejected: Vec<(String, String)>,
+    /// 0..1: how clearly the first choice beat the second.
+    pub confidence: f64,
+}
+
+/// How far apart two backends may be on the criterion and still count as equals.
+const EQUAL_COST_CENTS: f64 = 0.0005;
+const EQUAL_SCORE: f64 = 0.02;
+
+pub struct Settings<'a> {
+    pub routing: &'a RoutingConfig,
     pub primary: Option<&'a str>,
     pub fallback: Option<&'a str>,
 }
 
-/// `auto` may go anywhere (primary, then fallback, then the configured order); a concrete model
-/// only to backends that serve it. Backends `available` says are down go last, so a request is
-/// still tried somewhere when everything looks down.
-pub fn plan(model: &str, input: &PlanInput<'_>, available: impl Fn(usize) -> bool) -> Result<Vec<Candidate>, ApiError> {
-    let auto = model == "auto";
-    let rank = |name: &str| -> u8 {
-        if Some(name) == input.pinned {
-            0
-        } else if Some(name) == input.primary {
-            1
-        } else if Some(name) == input.fallback {
-            2
-        } else {
-            3
-        }
-    };
-    let serves = |i: usize| input.models.get(i).is_none_or(|m| m.is_empty() || m.iter().any(|x| x == model));
-    if let Some(pin) = input.pinned {
-        match input.backends.iter().position(|b| b.name == pin) {
+fn capable(config: &BackendConfig, job: JobType) -> bool {
+    let caps = &config.capabilities;
+    caps.is_empty()
+        || caps.iter().any(|c| c == job.as_str() || c == "all")
+        || (job != JobType::CodeGeneration && caps.iter().any(|c| c == "text_generation"))
+}
+
+struct Survivor {
+    index: usize,
+    model: String,
+    cost: f64,
+    score: f64,
+    quality: f64,
+    speed: f64,
+    in_flight: usize,
+}
+
+pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, price: impl Fn(usize, &str) -> ModelPrice, dice: &Dice) -> Result<Decision, ApiError> {
+    let auto = ask.model == "auto";
+    let job = ask.job;
+    if let Some(pin) = ask.pinned {
+        match offers.iter().find(|o| o.config.name == pin) {
             None => return Err(ApiError::bad_request(format!("x-hermes-backend: no enabled backend is named '{pin}'."), None)),
-            Some(i) if !auto && !serves(i) => {
-                return Err(ApiError::bad_request(format!("x-hermes-backend: backend '{pin}' does not serve model `{model}`."), Some("model")))
+            Some(o) if !auto && !serves(o, ask.model) => {
+                return Err(ApiError::bad_request(format!("x-hermes-backend: backend '{pin}' does not serve model `{}`.", ask.model), Some("model")))
             }
             Some(_) => {}
         }
     }
-    let mut candidates: Vec<(bool, u8, usize, Candidate)> = input
-        .backends
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| auto || serves(*i))
-        .map(|(i, b)| {
-            let default = input.models.get(i).and_then(|m| m.first()).map(String::as_str);
-            let model = if auto { default.unwrap_or("auto").to_string() } else { model.to_string() };
-            (!available(i), rank(&b.name), i, Candidate { backend: i, model })
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(ApiError::model_not_found(model));
+    let mut rejected: Vec<(String, String)> = Vec::new();
+    let mut healthy: Vec<Survivor> = Vec::new();
+    let mut down: Vec<Survivor> = Vec::new();
+    let mut over_budget = false;
+    let mut serving = 0;
+    for (i, o) in offers.iter().enumerate() {
+        let c = o.config;
+        if !auto && !serves(o, ask.model) {
+            continue;
+        }
+        serving += 1;
+        let model = if auto { o.models.first().cloned().unwrap_or_else(|| "auto".into()) } else { ask.model.to_string() };
+        let why = if !capable(c, job.job_type) {
+            Some(format!("lacks the {} capability", job.job_type.as_str()))
+        } else if c.context_length.is_some_and(|n| job.prompt_tokens + job.expected_output_tokens > n) {
+            Some(format!("context of {} tokens is too small", c.context_length.unwrap_or(0)))
+        } else if ask.local_only && !c.kind.is_local() {
+            Some("private request stays on local backends".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            rejected.push((c.name.clone(), why));
+            continue;
+        }
+        let cost = price(i, &model).cost_cents(job.prompt_tokens, job.expected_output_tokens);
+        if c.kind.is_paid() && cost > 0.0 && cost > ask.budget_cents {
+            over_budget = true;
+            rejected.push((c.name.clone(), format!("estimated {cost:.4}¢ is over the {:.4}¢ budget", ask.budget_cents)));
+            continue;
+        }
+        let s = Survivor { index: i, model, cost, score: 0.0, quality: o.quality, speed: o.speed, in_flight: o.in_flight };
+        if o.available {
+            healthy.push(s);
+        } else {
+            rejected.push((c.name.clone(), "unhealthy".into()));
+            down.push(s);
+        }
     }
-    candidates.sort_by_key(|(down, rank, i, _)| (*down, *rank, *i));
-    Ok(candidates.into_iter().map(|(_, _, _, c)| c).collect())
+    // When every fit backend is down, try them anyway rather than refuse, unless the request is
+    // private: then only a healthy local backend will do.
+    let mut pool = if healthy.is_empty() && !ask.local_only { down } else { healthy };
+    if pool.is_empty() {
+        return Err(if serving == 0 {
+            ApiError::model_not_found(ask.model)
+        } else if ask.local_only {
+            let mut e = ApiError::no_backend_answered(&[], false);
+            e.message = "This request must stay on a local backend (personal data or x-hermes-privacy: local) and no healthy local backend serves it; it was not sent anywhere.".into();
+            e
+        } else if over_budget {
+            ApiError::over_budget(ask.budget_cents, &rejected)
+        } else {
+            let mut e = ApiError::no_backend_answered(&[], false);
+            e.message = format!("No backend can take this request: {}.", describe_rejected(&rejected));
+            e
+        });
+    }
+
+    score(&mut pool, offers, ask, settings);
+    rank(&mut pool, ask.criteria, settings.routing.min_quality);
+    if let Some(strategy) = settings.routing.balancing {
+        balance(&mut pool, ask.criteria, strategy, settings, offers, dice);
+    }
+    let name = |s: &Survivor| offers[s.index].config.name.as_str();
+    let mut pins: Vec<(&str, &'static str)> = Vec::new();
+    if !ask.criteria_requested {
+        pins.extend(settings.fallback.map(|f| (f, "HERMES_FALLBACK_BACKEND")));
+        pins.extend(settings.primary.map(|p| (p, "HERMES_PRIMARY_BACKEND")));
+    }
+    for (backend, share) in &settings.routing.traffic_shares {
+        if let Some(pos) = pool.iter().position(|s| name(s) == backend) {
+            if dice.roll < *share {
+                pins.push((backend.as_str(), "its migration traffic share"));
+            } else if pos == 0 && pool.len() > 1 {
+                pool.swap(0, 1);
+            }
+        }
+    }
+    if let Some(b) = settings.routing.job_type_backends.get(&job.job_type) {
+        pins.push((b.as_str(), "job-type routing"));
+    }
+    pins.extend(ask.pinned.map(|p| (p, "x-hermes-backend")));
+    let mut pinned_by = None;
+    for (backend, by) in pins {
+        if let Some(pos) = pool.iter().position(|s| name(s) == backend) {
+            let s = pool.remove(pos);
+            pool.insert(0, s);
+            pinned_by = Some(by);
+        }
+    }
+
+    let confidence = match (pool.first(), pool.get(1)) {
+        (Some(a), Some(b)) => ((a.score - b.score).abs() * 2.0).clamp(0.0, 1.0),
+        _ => 1.0,
+    };
+    let mut reason = format!("{} job, {}: ", job.job_type.as_str(), ask.criteria.as_str());
+    for (n, s) in pool.iter().enumerate() {
+        let _ = write!(
+            reason,
+            "{}{} ({}, quality {:.2}, speed {:.2}, score {:.3})",
+            if n == 0 { "" } else { " > " },
+            name(s),
+            if s.cost == 0.0 { "free".to_string() } else { format!("~{:.4}¢", s.cost) },
+            s.quality,
+            s.speed,
+            s.score
+        );
+    }
+    if let Some(by) = pinned_by {
+        let _ = write!(reason, "; first choice set by {by}");
+    }
+    if !rejected.is_empty() {
+        let _ = write!(reason, "; left out: {}", describe_rejected(&rejected));
+    }
+    Ok(Decision {
+        candidates: pool.into_iter().map(|s| Candidate { backend: s.index, model: s.model, estimated_cost_cents: s.cost }).collect(),
+        reason,
+        rejected,
+        confidence,
+    })
+}
+
+fn serves(o: &Offer<'_>, model: &str) -> bool {
+    o.models.is_empty() || o.models.iter().any(|m| m == model)
+}
+
+fn describe_rejected(rejected: &[(String, String)]) -> String {
+    rejected.iter().map(|(b, why)| format!("{b} ({why})")).collect::<Vec<_>>().join(", ")
+}
+
+/// The spec's weighted score: quality, speed, cheapness and reliability, weighted by the
+/// HERMES_*_PERFORMANCE_WEIGHT settings and shifted towards what this job needs.
+fn score(pool: &mut [Survivor], offers: &[Offer<'_>], ask: &Ask<'_>, settings: &Settings<'_>) {
+    let r = settings.routing;
+    let job = ask.job;
+    let (mut wq, mut ws, mut wc, mut wr) = (r.quality_weight, r.speed_weight, r.cost_weight, 0.5);
+    if job.quality_need > 0.7 {
+        wq *= 2.0;
+    }
+    if job.speed_need > 0.7 {
+        ws *= 2.0;
+    }
+    if job.cost_sensitivity > 0.7 {
+        wc *= 2.0;
+    }
+    let total = (wq + ws + wc + wr).max(f64::EPSILON);
+    (wq, ws, wc, wr) = (wq / total, ws / total, wc / total, wr / total);
+    let max_cost = pool.iter().map(|s| s.cost).fold(0.0, f64::max);
+    for s in pool.iter_mut() {
+        let o = &offers[s.index];
+        let cheapness = if max_cost > 0.0 { 1.0 - s.cost / max_cost } else { 1.0 };
+        let mut v = s.quality * wq + s.speed * ws + cheapness * wc + o.reliability * wr;
+        if r.prefer_free && o.config.kind.is_local() {
+            v *= 1.2;
+        }
+        if r.prefer_premium && s.quality > 0.9 {
+            v *= 1.1;
+        }
+        s.score = v;
+    }
+}
+
+fn primary_key(s: &Survivor, criteria: Criteria) -> f64 {
+    match criteria {
+        Criteria::CostFirst => -s.cost,
+        Criteria::QualityFirst => s.quality,
+        Criteria::SpeedFirst => s.speed,
+    }
+}
+
+fn equal(a: &Survivor, b: &Survivor, criteria: Criteria) -> bool {
+    let tolerance = if criteria == Criteria::CostFirst { EQUAL_COST_CENTS } else { EQUAL_SCORE };
+    (primary_key(a, criteria) - primary_key(b, criteria)).abs() <= tolerance
+}
+
+/// Best on the criterion first; equals by weighted score. Below HERMES_MIN_QUALITY_SCORE goes last.
+fn rank(pool: &mut [Survivor], criteria: Criteria, min_quality: f64) {
+    pool.sort_by(|a, b| {
+        let below = |s: &Survivor| s.quality < min_quality;
+        below(a).cmp(&below(b)).then_with(|| {
+            if equal(a, b, criteria) {
+                b.score.total_cmp(&a.score)
+            } else {
+                primary_key(b, criteria).total_cmp(&primary_key(a, criteria))
+            }
+        })
+    });
+}
+
+/// Among the leaders that tie on the criterion, spread the traffic.
+fn balance(pool: &mut [Survivor], criteria: Criteria, strategy: Balancing, settings: &Settings<'_>, offers: &[Offer<'_>], dice: &Dice) {
+    let Some(first) = pool.first() else { return };
+    let n = pool.iter().take_while(|s| equal(s, first, criteria)).count();
+    if n < 2 {
+        return;
+    }
+    let group = &mut pool[..n];
+    match strategy {
+        Balancing::RoundRobin => group.rotate_left((dice.turn % n as u64) as usize),
+        Balancing::LeastLoaded => group.sort_by_key(|s| s.in_flight),
+        Balancing::Weighted => {
+            let weight = |s: &Survivor| settings.routing.backend_weights.get(&offers[s.index].config.name).copied().unwrap_or(1.0);
+            let total: f64 = group.iter().map(weight).sum();
+            let mut target = dice.roll * total;
+            let mut pick = 0;
+            for (i, s) in group.iter().enumerate() {
+                target -= weight(s);
+                if target < 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+            group[..=pick].rotate_right(1);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EnvSource, Policies};
+    use crate::config::{Config, EnvSource, Policies};
 
-    fn backends() -> Vec<BackendConfig> {
-        let env = EnvSource::from_pairs([
-            ("HERMES_BACKENDS_ENABLED", "a,b,c"),
-            ("BACKEND_A_TYPE", "custom"),
-            ("BACKEND_A_HOST", "127.0.0.1"),
-            ("BACKEND_A_MODELS", "m1,m2"),
-            ("BACKEND_B_TYPE", "custom"),
-            ("BACKEND_B_HOST", "127.0.0.1"),
-            ("BACKEND_B_MODELS", "m2"),
-            ("BACKEND_C_TYPE", "sim"),
+    fn config(extra: &[(&str, &str)]) -> Config {
+        let mut pairs = vec![
+            ("HERMES_BACKENDS_ENABLED", "home,cheap,premium"),
+            ("BACKEND_HOME_TYPE", "local"),
+            ("BACKEND_HOME_HOST", "127.0.0.1"),
+            ("BACKEND_HOME_MODELS", "llama"),
+            ("BACKEND_CHEAP_TYPE", "custom"),
+            ("BACKEND_CHEAP_HOST", "127.0.0.1"),
+            ("BACKEND_CHEAP_MODELS", "mini,llama"),
+            ("BACKEND_CHEAP_PRICE_INPUT_PER_MTOK", "0.15"),
+            ("BACKEND_CHEAP_PRICE_OUTPUT_PER_MTOK", "0.60"),
+            ("BACKEND_CHEAP_QUALITY_SCORE", "0.85"),
+            ("BACKEND_CHEAP_SPEED_SCORE", "0.9"),
+            ("BACKEND_PREMIUM_TYPE", "custom"),
+            ("BACKEND_PREMIUM_HOST", "127.0.0.1"),
+            ("BACKEND_PREMIUM_MODELS", "big"),
+            ("BACKEND_PREMIUM_PRICE_INPUT_PER_MTOK", "2.5"),
+            ("BACKEND_PREMIUM_PRICE_OUTPUT_PER_MTOK", "10"),
+            ("BACKEND_PREMIUM_QUALITY_SCORE", "0.97"),
+            ("BACKEND_PREMIUM_SPEED_SCORE", "0.7"),
+        ];
+        pairs.extend_from_slice(extra);
+        Config::from_env(&EnvSource::from_pairs(pairs), Policies::builtin(), false).unwrap()
+    }
+
+    fn job(job_type: JobType) -> Classification {
+        Classification {
+            job_type,
+            complexity: 0.2,
+            quality_need: 0.3,
+            speed_need: 0.2,
+            cost_sensitivity: 0.3,
+            personal_data: None,
+            prompt_tokens: 1000,
+            expected_output_tokens: 500,
+        }
+    }
+
+    fn decide(cfg: &Config, ask: Ask<'_>, down: &[&str], dice: Dice) -> Result<Decision, ApiError> {
+        let offers: Vec<Offer<'_>> = cfg
+            .backends
+            .iter()
+            .map(|b| Offer {
+                config: b,
+                models: &b.models,
+                available: !down.contains(&b.name.as_str()),
+                reliability: 1.0,
+                quality: b.quality_score,
+                speed: b.speed_score,
+                in_flight: 0,
+            })
+            .collect();
+        let settings = Settings { routing: &cfg.routing, primary: cfg.primary.as_deref(), fallback: cfg.fallback.as_deref() };
+        choose(&ask, &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &dice)
+    }
+
+    fn ask<'a>(model: &'a str, job: &'a Classification, criteria: Criteria) -> Ask<'a> {
+        Ask { model, job, criteria, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None }
+    }
+
+    fn order(d: &Decision, cfg: &Config) -> Vec<String> {
+        d.candidates.iter().map(|c| cfg.backends[c.backend].name.clone()).collect()
+    }
+
+    const DICE: Dice = Dice { roll: 0.5, turn: 0 };
+
+    #[test]
+    fn each_criterion_orders_by_its_own_measure() {
+        let cfg = config(&[]);
+        let j = job(JobType::General);
+        assert_eq!(order(&decide(&cfg, ask("auto", &j, Criteria::CostFirst), &[], DICE).unwrap(), &cfg), ["home", "cheap", "premium"]);
+        assert_eq!(order(&decide(&cfg, ask("auto", &j, Criteria::QualityFirst), &[], DICE).unwrap(), &cfg), ["premium", "cheap", "home"]);
+        assert_eq!(order(&decide(&cfg, ask("auto", &j, Criteria::SpeedFirst), &[], DICE).unwrap(), &cfg), ["cheap", "premium", "home"]);
+        let d = decide(&cfg, ask("auto", &j, Criteria::CostFirst), &[], DICE).unwrap();
+        assert!(d.reason.starts_with("general job, cost_first: home (free"), "{}", d.reason);
+        assert!(d.candidates[2].estimated_cost_cents > d.candidates[1].estimated_cost_cents);
+    }
+
+    #[test]
+    fn budgets_block_paid_backends_but_never_free_ones() {
+        let cfg = config(&[]);
+        let j = job(JobType::General);
+        let mut a = ask("auto", &j, Criteria::QualityFirst);
+        a.budget_cents = 0.1; // premium costs 0.75¢ for 1000 in + 500 out
+        let d = decide(&cfg, a, &[], DICE).unwrap();
+        assert_eq!(order(&d, &cfg), ["cheap", "home"]);
+        assert!(d.rejected.iter().any(|(b, why)| b == "premium" && why.contains("budget")));
+        let mut a = ask("big", &j, Criteria::CostFirst);
+        a.budget_cents = 0.1;
+        let e = decide(&cfg, a, &[], DICE).unwrap_err();
+        assert_eq!((e.status, e.code), (402, Some("budget_exceeded")));
+    }
+
+    #[test]
+    fn private_requests_only_run_locally_and_are_refused_when_none_is_healthy() {
+        let cfg = config(&[]);
+        let j = job(JobType::Analysis);
+        let mut a = ask("llama", &j, Criteria::QualityFirst);
+        a.local_only = true;
+        assert_eq!(order(&decide(&cfg, a, &[], DICE).unwrap(), &cfg), ["home"]);
+        let mut a = ask("llama", &j, Criteria::QualityFirst);
+        a.local_only = true;
+        let e = decide(&cfg, a, &["home"], DICE).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("not sent anywhere"));
+        // Not private: a down backend is still a last resort.
+        assert_eq!(order(&decide(&cfg, ask("big", &j, Criteria::CostFirst), &["premium"], DICE).unwrap(), &cfg), ["premium"]);
+    }
+
+    #[test]
+    fn pins_go_first_in_order_of_precedence() {
+        let cfg = config(&[("HERMES_PRIMARY_BACKEND", "premium"), ("HERMES_JOB_TYPE_ROUTING", "true"), ("HERMES_CODE_JOBS_BACKEND", "cheap")]);
+        let general = job(JobType::General);
+        let code = job(JobType::CodeGeneration);
+        assert_eq!(order(&decide(&cfg, ask("auto", &general, Criteria::CostFirst), &[], DICE).unwrap(), &cfg)[0], "premium");
+        let d = decide(&cfg, ask("auto", &code, Criteria::CostFirst), &[], DICE).unwrap();
+        assert_eq!(order(&d, &cfg)[0], "cheap");
+        assert!(d.reason.contains("job-type routing"));
+        let mut a = ask("auto", &code, Criteria::CostFirst);
+        a.pinned = Some("home");
+        assert_eq!(order(&decide(&cfg, a, &[], DICE).unwrap(), &cfg)[0], "home");
+        // An explicit x-hermes-criteria outranks the primary.
+        let mut a = ask("auto", &general, Criteria::CostFirst);
+        a.criteria_requested = true;
+        assert_eq!(order(&decide(&cfg, a, &[], DICE).unwrap(), &cfg)[0], "home");
+        let mut bad = ask("auto", &general, Criteria::CostFirst);
+        bad.pinned = Some("nope");
+        assert_eq!(decide(&cfg, bad, &[], DICE).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn load_balancing_spreads_equals_and_shares_migrate_traffic() {
+        let cfg = config(&[
+            ("BACKEND_HOME2_TYPE", "local"),
+            ("BACKEND_HOME2_HOST", "127.0.0.2"),
+            ("HERMES_BACKENDS_ENABLED", "home,cheap,premium,home2"),
+            ("HERMES_LOAD_BALANCING_ENABLED", "true"),
+            ("HERMES_LOAD_BALANCING_STRATEGY", "round_robin"),
         ]);
-        crate::config::Config::from_env(&env, Policies::builtin(), false).unwrap().backends
-    }
+        let j = job(JobType::General);
+        let firsts: Vec<String> = (0..4)
+            .map(|turn| order(&decide(&cfg, ask("auto", &j, Criteria::CostFirst), &[], Dice { roll: 0.5, turn }).unwrap(), &cfg)[0].clone())
+            .collect();
+        assert_eq!(firsts, ["home", "home2", "home", "home2"]);
 
-    fn models(b: &[BackendConfig]) -> Vec<Arc<Vec<String>>> {
-        b.iter().map(|b| Arc::new(b.models.clone())).collect()
-    }
-
-    fn names(c: &[Candidate], b: &[BackendConfig]) -> Vec<String> {
-        c.iter().map(|c| format!("{}:{}", b[c.backend].name, c.model)).collect()
-    }
-
-    #[test]
-    fn concrete_models_go_only_where_served() {
-        let b = backends();
-        let refs: Vec<&BackendConfig> = b.iter().collect();
-        let m = models(&b);
-        let input = PlanInput { backends: &refs, models: &m, pinned: None, primary: Some("b"), fallback: None };
-        assert_eq!(names(&plan("m2", &input, |_| true).unwrap(), &b), ["b:m2", "a:m2"]);
-        assert_eq!(names(&plan("m1", &input, |_| true).unwrap(), &b), ["a:m1"]);
-        let e = plan("gpt-9", &input, |_| true).unwrap_err();
-        assert_eq!((e.status, e.code), (404, Some("model_not_found")));
+        let cfg = config(&[("HERMES_TRAFFIC_SHARES", "premium:0.1")]);
+        let first = |roll| order(&decide(&cfg, ask("auto", &j, Criteria::CostFirst), &[], Dice { roll, turn: 0 }).unwrap(), &cfg)[0].clone();
+        assert_eq!(first(0.05), "premium");
+        assert_eq!(first(0.5), "home");
     }
 
     #[test]
-    fn auto_prefers_primary_then_fallback_and_skips_down_backends() {
-        let b = backends();
-        let refs: Vec<&BackendConfig> = b.iter().collect();
-        let m = models(&b);
-        let input = PlanInput { backends: &refs, models: &m, pinned: None, primary: Some("c"), fallback: Some("b") };
-        assert_eq!(names(&plan("auto", &input, |_| true).unwrap(), &b), ["c:sim-c", "b:m2", "a:m1"]);
-        // c is down: it goes last, not away
-        assert_eq!(names(&plan("auto", &input, |i| i != 2).unwrap(), &b), ["b:m2", "a:m1", "c:sim-c"]);
-    }
-
-    #[test]
-    fn a_pin_goes_first_and_must_exist() {
-        let b = backends();
-        let refs: Vec<&BackendConfig> = b.iter().collect();
-        let m = models(&b);
-        let input = PlanInput { backends: &refs, models: &m, pinned: Some("a"), primary: Some("b"), fallback: None };
-        assert_eq!(names(&plan("m2", &input, |_| true).unwrap(), &b), ["a:m2", "b:m2"]);
-        let bad = PlanInput { backends: &refs, models: &m, pinned: Some("zz"), primary: None, fallback: None };
-        assert_eq!(plan("m2", &bad, |_| true).unwrap_err().status, 400);
+    fn capabilities_and_context_filter() {
+        let cfg = config(&[("BACKEND_HOME_CAPABILITIES", "text_generation"), ("BACKEND_CHEAP_CONTEXT_LENGTH", "1200")]);
+        let code = job(JobType::CodeGeneration);
+        let d = decide(&cfg, ask("auto", &code, Criteria::CostFirst), &[], DICE).unwrap();
+        assert_eq!(order(&d, &cfg), ["premium"]);
+        assert_eq!(d.rejected.len(), 2, "{:?}", d.rejected);
     }
 }

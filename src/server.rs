@@ -20,7 +20,7 @@ pub fn run(config: Config) -> Result<(), String> {
     crate::telemetry::install();
     let grace = config.shutdown_grace;
     let listen = config.listen.clone();
-    let gateway = Gateway::new(config);
+    let gateway = Gateway::new(config)?;
 
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),

@@ -28,6 +28,8 @@ pub struct SseScanner {
     pub usage: Option<Usage>,
     pub saw_done: bool,
     pub data_events: u64,
+    /// When Some, the streamed answer's text is gathered here (for shadow comparisons).
+    pub text: Option<String>,
 }
 
 impl SseScanner {
@@ -53,9 +55,16 @@ impl SseScanner {
         self.data_events += 1;
         if data == b"[DONE]" {
             self.saw_done = true;
-        } else if contains(data, b"\"usage\"") {
-            if let Some(u) = usage_from_json(data) {
-                self.usage = Some(u);
+        } else {
+            if contains(data, b"\"usage\"") {
+                if let Some(u) = usage_from_json(data) {
+                    self.usage = Some(u);
+                }
+            }
+            if let Some(text) = self.text.as_mut() {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+                    text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+                }
             }
         }
     }

@@ -125,6 +125,8 @@ pub struct BackendConfig {
     pub speed_score: f64,
     pub price: ModelPrice,
     pub capabilities: Vec<String>,
+    /// Largest prompt plus answer in tokens, when known.
+    pub context_length: Option<u64>,
     pub sim: Option<SimSettings>,
 }
 
@@ -182,6 +184,7 @@ impl BackendConfig {
             speed_score: env.fraction_or(&var("SPEED_SCORE"), speed_default)?,
             price,
             capabilities: env.list(&var("CAPABILITIES")),
+            context_length: env.number(&var("CONTEXT_LENGTH"))?,
             sim,
         })
     }

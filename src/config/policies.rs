@@ -2,6 +2,7 @@
 //! so a missing folder behaves exactly like an untouched one.
 
 use super::{read_optional, ConfigError};
+use crate::classify::Vocabulary;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 const DEFAULT_PRICES: &str = include_str!("../../policies/prices.toml");
 const DEFAULT_ROUTING: &str = include_str!("../../policies/routing.toml");
+const DEFAULT_CLASSIFY: &str = include_str!("../../policies/classify.toml");
 
 /// US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Default)]
@@ -39,6 +41,23 @@ struct PricesFile {
 #[serde(deny_unknown_fields)]
 struct RoutingFile {
     failover: FailoverFile,
+    cache: CachePolicy,
+    shadow: Option<ShadowPolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    pub enabled: bool,
+    pub ttl_seconds: u64,
+    pub max_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowPolicy {
+    pub backend: String,
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +72,9 @@ pub struct Policies {
     prices: HashMap<String, ModelPrice>,
     pub retry_on_status: Vec<u16>,
     pub backoff_base: Duration,
+    pub cache: CachePolicy,
+    pub shadow: Option<ShadowPolicy>,
+    pub vocabulary: Vocabulary,
 }
 
 impl Policies {
@@ -63,24 +85,35 @@ impl Policies {
         }
         let prices_path = dir.join("prices.toml");
         let routing_path = dir.join("routing.toml");
+        let classify_path = dir.join("classify.toml");
         let prices = read_optional(&prices_path, false)?;
         let routing = read_optional(&routing_path, false)?;
+        let classify = read_optional(&classify_path, false)?;
         Policies::parse(
             (&prices_path, prices.as_deref().unwrap_or(DEFAULT_PRICES)),
             (&routing_path, routing.as_deref().unwrap_or(DEFAULT_ROUTING)),
+            (&classify_path, classify.as_deref().unwrap_or(DEFAULT_CLASSIFY)),
         )
     }
 
     pub fn builtin() -> Policies {
         #[allow(clippy::expect_used)] // the shipped files are parsed by a test
-        Policies::parse((Path::new("prices.toml"), DEFAULT_PRICES), (Path::new("routing.toml"), DEFAULT_ROUTING))
-            .expect("built-in policies parse")
+        Policies::parse(
+            (Path::new("prices.toml"), DEFAULT_PRICES),
+            (Path::new("routing.toml"), DEFAULT_ROUTING),
+            (Path::new("classify.toml"), DEFAULT_CLASSIFY),
+        )
+        .expect("built-in policies parse")
     }
 
-    fn parse(prices: (&Path, &str), routing: (&Path, &str)) -> Result<Policies, ConfigError> {
+    fn parse(prices: (&Path, &str), routing: (&Path, &str), classify: (&Path, &str)) -> Result<Policies, ConfigError> {
         let bad = |path: &Path, e: toml::de::Error| ConfigError::new(path.display().to_string(), e.message().to_string());
         let p: PricesFile = toml::from_str(prices.1).map_err(|e| bad(prices.0, e))?;
         let r: RoutingFile = toml::from_str(routing.1).map_err(|e| bad(routing.0, e))?;
+        let vocabulary = crate::classify::parse_vocabulary(classify.1).map_err(|e| bad(classify.0, e))?;
+        if let Some(s) = r.shadow.as_ref().filter(|s| !(0.0..=1.0).contains(&s.share)) {
+            return Err(ConfigError::new(routing.0.display().to_string(), format!("shadow share {} is outside 0..1", s.share)));
+        }
         for (model, price) in &p.models {
             if price.input_per_mtok < 0.0 || price.output_per_mtok < 0.0 {
                 return Err(ConfigError::new(prices.0.display().to_string(), format!("negative price for {model}")));
@@ -90,6 +123,9 @@ impl Policies {
             prices: p.models,
             retry_on_status: r.failover.retry_on_status,
             backoff_base: Duration::from_millis(r.failover.backoff_base_ms),
+            cache: r.cache,
+            shadow: r.shadow,
+            vocabulary,
         })
     }
 
@@ -115,8 +151,12 @@ mod tests {
 
     #[test]
     fn a_bad_policy_file_names_the_file() {
-        let e = Policies::parse((Path::new("x/prices.toml"), "[models.a]\ninput = 'x'"), (Path::new("r"), DEFAULT_ROUTING))
-            .unwrap_err();
+        let e = Policies::parse(
+            (Path::new("x/prices.toml"), "[models.a]\ninput = 'x'"),
+            (Path::new("r"), DEFAULT_ROUTING),
+            (Path::new("c"), DEFAULT_CLASSIFY),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("x/prices.toml:"), "{e}");
     }
 }

@@ -8,6 +8,12 @@ pub fn status_fails_over(status: u16, retry_on_status: &[u16]) -> bool {
     retry_on_status.contains(&status)
 }
 
+/// A `retry-after` header in seconds (the HTTP-date form is rare from LLM APIs and ignored).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let secs: f64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
 /// Pause before try number `attempt` (2 = first failover): base, doubling, capped.
 pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let doublings = attempt.saturating_sub(2).min(16);
@@ -26,6 +32,16 @@ mod tests {
         assert_eq!(backoff(3, base, cap), Duration::from_millis(50));
         assert_eq!(backoff(4, base, cap), cap);
         assert_eq!(backoff(40, base, cap), cap);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

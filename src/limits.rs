@@ -1,0 +1,55 @@
+//! Request limits with governor: BACKEND_<NAME>_RATE_LIMIT per backend (a backend over its limit is
+//! skipped like a busy one) and HERMES_CLIENT_RATE_LIMIT per client key (429 with retry-after and
+//! OpenAI's `x-ratelimit-*` headers).
+
+use crate::config::Config;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+type ClientLimiter = DefaultKeyedRateLimiter<String, StateInformationMiddleware>;
+
+pub struct Limits {
+    backends: Vec<Option<DefaultDirectRateLimiter>>,
+    clients: Option<(ClientLimiter, u32)>,
+}
+
+/// A client's standing after a request was counted.
+pub enum ClientVerdict {
+    Unlimited,
+    Allowed { limit: u32, remaining: u32 },
+    Refused { limit: u32, retry_after: Duration },
+}
+
+fn per_minute(n: u32) -> Option<Quota> {
+    NonZeroU32::new(n).map(Quota::per_minute)
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Limits {
+        let backends = config.backends.iter().map(|b| b.rate_limit_per_minute.and_then(per_minute).map(DefaultDirectRateLimiter::direct)).collect();
+        let clients = config
+            .routing
+            .client_rate_limit
+            .and_then(|n| per_minute(n).map(|q| (DefaultKeyedRateLimiter::keyed(q).with_middleware::<StateInformationMiddleware>(), n)));
+        Limits { backends, clients }
+    }
+
+    /// Takes one request from the backend's allowance; false when it has none left.
+    pub fn backend_allows(&self, backend: usize) -> bool {
+        match self.backends.get(backend) {
+            Some(Some(limiter)) => limiter.check().is_ok(),
+            _ => true,
+        }
+    }
+
+    pub fn client(&self, key: &str) -> ClientVerdict {
+        let Some((limiter, limit)) = &self.clients else { return ClientVerdict::Unlimited };
+        match limiter.check_key(&key.to_string()) {
+            Ok(state) => ClientVerdict::Allowed { limit: *limit, remaining: state.remaining_burst_capacity() },
+            Err(not_until) => ClientVerdict::Refused { limit: *limit, retry_after: not_until.wait_time_from(DefaultClock::default().now()) },
+        }
+    }
+}

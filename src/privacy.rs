@@ -1,0 +1,100 @@
+//! Personal data in a prompt: emails, phone numbers, national ids, card numbers (Luhn-checked),
+//! bank accounts and API keys. A prompt with any of them may only run on local backends.
+
+use regex::Regex;
+use std::sync::OnceLock;
+
+struct Detector {
+    kind: &'static str,
+    pattern: Regex,
+    /// A second check on the match (card numbers must pass Luhn).
+    confirm: Option<fn(&str) -> bool>,
+}
+
+fn detectors() -> &'static [Detector] {
+    static D: OnceLock<Vec<Detector>> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = |kind, re: &str, confirm| Regex::new(re).ok().map(|pattern| Detector { kind, pattern, confirm });
+        [
+            d("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", None),
+            d(
+                "api_key",
+                r"\b(?:sk-(?:ant-|proj-|or-v1-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|xox[baprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35})",
+                None,
+            ),
+            d("card_number", r"\b(?:\d[ -]?){12,18}\d\b", Some(luhn)),
+            d("national_id", r"\b\d{3}-\d{2}-\d{4}\b|\b[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b|\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]) ?\d{2} ?\d{3} ?\d{3} ?\d{2}\b", None),
+            d("bank_account", r"\b[A-Z]{2}\d{2} ?(?:[A-Z0-9]{4} ?){3,7}[A-Z0-9]{1,4}\b", None),
+            d("phone", r"(?:\+\d{1,3}[ .-]?)?\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b|\+\d{1,3}(?:[ .-]?\d{2,4}){3,5}\b", None),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    })
+}
+
+fn luhn(candidate: &str) -> bool {
+    let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .sum();
+    sum % 10 == 0
+}
+
+/// The first kind of personal data found in these texts.
+pub fn scan<I: IntoIterator<Item = S>, S: AsRef<str>>(texts: I) -> Option<&'static str> {
+    for text in texts {
+        let text = text.as_ref();
+        for d in detectors() {
+            let found = match d.confirm {
+                None => d.pattern.is_match(text),
+                Some(confirm) => d.pattern.find_iter(text).any(|m| confirm(m.as_str())),
+            };
+            if found {
+                return Some(d.kind);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scan;
+
+    #[test]
+    fn personal_data_is_found() {
+        for (text, kind) in [
+            ("mail jane.doe+work@example.co.uk now", "email"),
+            ("call me at (415) 555-0134", "phone"),
+            ("my number is +44 20 7946 0958", "phone"),
+            ("SSN 123-45-6789", "national_id"),
+            ("NI number AB 12 34 56 C", "national_id"),
+            ("card 4111 1111 1111 1111 exp 12/27", "card_number"),
+            ("key sk-proj-abcdefghijklmnopqrstuvwx", "api_key"),
+            ("AWS AKIAIOSFODNN7EXAMPLE", "api_key"),
+            ("IBAN DE89 3704 0044 0532 0130 00", "bank_account"),
+        ] {
+            assert_eq!(scan([text]), Some(kind), "{text}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_not_personal() {
+        for text in [
+            "Write a function that sums 1234 5678 numbers",
+            "The meeting is on 2024-10-15 at 14:30",
+            "order id 4111 1111 1111 1112 is not a valid card",
+            "version 1.2.3 released in 2023",
+            "Compare Python 3.12 and 3.11 performance",
+        ] {
+            assert_eq!(scan([text]), None, "{text}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Shadow traffic: a share of requests also goes to a candidate backend (policies/routing.toml
+//! `[shadow]`). Its answer is compared with the one the client got and logged; never returned.
+
+use crate::backends::Call;
+use crate::gateway::Gateway;
+use crate::openai::ApiRequest;
+use futures_util::StreamExt;
+use metrics::counter;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the client got, to compare against.
+pub struct Primary {
+    pub backend: String,
+    pub status: u16,
+    pub elapsed: Duration,
+    pub text: String,
+}
+
+/// Which backend shadows this request, if the dice say so and the request may leave.
+pub fn pick(gateway: &Gateway, answered_by: usize, local_only: bool) -> Option<usize> {
+    let policy = gateway.config.policies.shadow.as_ref()?;
+    let index = gateway.config.backends.iter().position(|b| b.name == policy.backend)?;
+    let allowed = index != answered_by && (!local_only || gateway.config.backends[index].kind.is_local());
+    (allowed && fastrand::f64() < policy.share).then_some(index)
+}
+
+/// The answer's text from a whole OpenAI chat completion.
+pub fn answer_text(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    v["choices"][0]["message"]["content"].as_str().unwrap_or("").to_string()
+}
+
+/// Word overlap (Jaccard) of two answers, 0..1.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let words = |s: &str| s.split_whitespace().map(|w| w.to_lowercase()).collect::<HashSet<_>>();
+    let (a, b) = (words(a), words(b));
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    a.intersection(&b).count() as f64 / a.union(&b).count().max(1) as f64
+}
+
+pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_id: String, primary: Primary) {
+    tokio::spawn(async move {
+        let Some(backend) = gateway.registry.get(shadow) else { return };
+        let cfg = backend.config();
+        let models = gateway.catalog.models(shadow);
+        let model = if request.model != "auto" && (models.is_empty() || models.contains(&request.model)) {
+            request.model.clone()
+        } else {
+            models.first().cloned().unwrap_or_else(|| request.model.clone())
+        };
+        let mut quiet = request.clone();
+        quiet.stream = false;
+        quiet.body.insert("stream".into(), Value::Bool(false));
+        quiet.body.remove("stream_options");
+        quiet.body.insert("model".into(), Value::String(model.clone()));
+        let body = bytes::Bytes::from(Value::Object(quiet.body.clone()).to_string());
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(cfg.timeout, async {
+            let mut reply = backend.send(Call { request: &quiet, body, model: &model }).await.map_err(|e| e.to_string())?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = reply.body.next().await {
+                bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>((reply.status, bytes))
+        })
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok((status, bytes)) => {
+                let text = answer_text(&bytes);
+                let sim = similarity(&primary.text, &text);
+                let outcome = if status == 200 { "ok" } else { "error" };
+                counter!("hermes_shadow_requests_total", "backend" => cfg.name.clone(), "outcome" => outcome).increment(1);
+                log::info!(
+                    "shadow {request_id}: client got {} ({}, {} ms, {} chars); shadow {} ({status}, {} ms, {} chars); similarity {sim:.2}",
+                    primary.backend,
+                    primary.status,
+                    primary.elapsed.as_millis(),
+                    primary.text.len(),
+                    cfg.name,
+                    elapsed.as_millis(),
+                    text.len()
+                );
+            }
+            Err(e) => {
+                counter!("hermes_shadow_requests_total", "backend" => cfg.name.clone(), "outcome" => "error").increment(1);
+                log::info!("shadow {request_id}: shadow {} failed after {} ms: {e}", cfg.name, elapsed.as_millis());
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarity_is_word_overlap() {
+        assert_eq!(similarity("a b c", "a b c"), 1.0);
+        assert_eq!(similarity("a b", "c d"), 0.0);
+        assert!((similarity("the cat sat", "the cat ran") - 0.5).abs() < 1e-9);
+    }
+}
