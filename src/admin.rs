@@ -14,6 +14,10 @@ pub async fn health(gateway: &Gateway, session: &mut Session, ex: &mut Exchange)
 }
 
 pub async fn metrics(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    // Health also changes with time (rests and cooldowns end): read it at scrape time.
+    for (i, b) in gateway.config.backends.iter().enumerate() {
+        crate::telemetry::set_backend_healthy(&b.name, gateway.health.available(i));
+    }
     let Some(mut head) = response_head(gateway, ex, 200) else { return };
     let _ = head.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     send_whole(session, ex, 200, head, Bytes::from(crate::telemetry::render())).await;
@@ -62,7 +66,7 @@ pub async fn backends(gateway: &Gateway, session: &mut Session, ex: &mut Exchang
             json!({
                 "name": b.name,
                 "type": b.kind.as_str(),
-                "base_url": b.base_url,
+                "base_url": crate::config::redact_url(&b.base_url),
                 "health_status": gateway.health.status(i).as_str(),
                 "last_check": check,
                 "models": *gateway.catalog.models(i),

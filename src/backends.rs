@@ -92,6 +92,10 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(std::time::Duration::from_secs(90))
+        // A host that is gone should fail fast, not after the whole attempt timeout.
+        .connect_timeout(std::time::Duration::from_secs(5))
+        // A redirect could carry a key (x-api-key) to another host: redirects are failures.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }

@@ -201,7 +201,7 @@ impl Config {
                 "  {:<14} {:<10} {:<40} key={} timeout={:?}",
                 b.name,
                 b.kind.as_str(),
-                b.base_url,
+                redact_url(&b.base_url),
                 if b.api_key.is_some() { "set" } else { "unset" },
                 b.timeout
             );
@@ -211,6 +211,23 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// A URL fit to show: credentials in it and its query are hidden.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "***".into(),
     }
 }
 

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
 
 pub async fn handle(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchange) {
@@ -68,6 +68,14 @@ fn authorize(gateway: &Gateway, session: &Session) -> Result<(), ApiError> {
 struct Failure {
     reason: &'static str,
     detail: String,
+    /// The backend's retry-after, when it answered 429.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Failure {
+        Failure { reason, detail: detail.into(), retry_after: None }
+    }
 }
 
 /// The per-request routing hints a client may send.
@@ -97,7 +105,9 @@ fn hints(session: &Session) -> Result<Hints, ApiError> {
 
 /// HERMES_CLIENT_RATE_LIMIT, per client key (per address when the gateway is open).
 fn client_limit(gateway: &Gateway, session: &Session, ex: &mut Exchange) -> Result<(), ApiError> {
-    let key = bearer(session).map(str::to_string).or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string())).unwrap_or_default();
+    // Keyed by client key; on an open gateway any token would do, so by address instead.
+    let address = || session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default();
+    let key = if gateway.config.api_keys.is_empty() { address() } else { bearer(session).map(str::to_string).unwrap_or_else(address) };
     match gateway.limits.client(&key) {
         ClientVerdict::Unlimited => Ok(()),
         ClientVerdict::Allowed { limit, remaining } => {
@@ -158,6 +168,9 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     let mut tried: Vec<String> = Vec::new();
     let mut rate_limited = 0;
     let mut previous: Option<(usize, &'static str)> = None;
+    // When every backend tried was busy (429), the client hears 429 and the soonest retry-after.
+    let mut all_busy = true;
+    let mut soonest_retry: Option<Duration> = None;
     let mut relay = Relay { cache_key, shadow: None };
     for candidate in &decision.candidates {
         if ex.attempts as usize >= max_attempts {
@@ -185,8 +198,8 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         gateway.backend_started(candidate.backend, 1);
         let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model };
         let outcome = match timeout_at(deadline, backend.send(call)).await {
-            Err(_) => Err(Failure { reason: "timeout", detail: format!("timed out after {}s", cfg.timeout.as_secs_f64()) }),
-            Ok(Err(e)) => Err(failure_of(&e)),
+            Err(_) => Err(mark_failed(gateway, candidate.backend, Failure::new("timeout", format!("timed out after {}s", cfg.timeout.as_secs_f64())))),
+            Ok(Err(e)) => Err(mark_failed(gateway, candidate.backend, failure_of(&e))),
             Ok(Ok(reply)) => deliver(gateway, session, ex, &request, reply, deadline, candidate.backend, &relay).await,
         };
         gateway.backend_started(candidate.backend, -1);
@@ -195,6 +208,10 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
             Ok(()) => return Ok(()),
             Err(f) => {
                 log::info!("{} attempt {} on {} failed: {}", ex.request_id, ex.attempts, cfg.name, f.detail);
+                all_busy &= f.reason == "rate_limited";
+                if let Some(wait) = f.retry_after {
+                    soonest_retry = Some(soonest_retry.map_or(wait, |s| s.min(wait)));
+                }
                 tried.push(format!("{} ({})", cfg.name, f.detail));
                 previous = Some((candidate.backend, f.reason));
             }
@@ -202,6 +219,10 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     }
     if ex.attempts == 0 && rate_limited > 0 {
         return Err(ApiError::rate_limited(format!("Every backend that could answer is at its rate limit: {}.", tried.join("; ")), 60));
+    }
+    if ex.attempts > 0 && all_busy {
+        let wait = soonest_retry.map_or(1, |d| d.as_secs_f64().ceil() as u64);
+        return Err(ApiError::rate_limited(format!("Every backend that could answer is busy: {}.", tried.join("; ")), wait));
     }
     Err(ApiError::no_backend_answered(&tried, !tried.is_empty()))
 }
@@ -218,7 +239,7 @@ fn failure_of(e: &AttemptError) -> Failure {
         AttemptError::Timeout(_) => "timeout",
         AttemptError::Broken(_) => "broken",
     };
-    Failure { reason, detail: e.to_string() }
+    Failure::new(reason, e.to_string())
 }
 
 /// The backend answered. A failing-over status or a body that never came is a failure (nothing
@@ -241,7 +262,8 @@ async fn deliver(
         if reply.status >= 500 {
             gateway.record_outcome(backend, false);
         }
-        if let Some(wait) = retry::retry_after(&reply.headers) {
+        let retry_after = retry::retry_after(&reply.headers);
+        if let Some(wait) = retry_after {
             gateway.health.rest(backend, wait);
         }
         let excerpt = match timeout_at(deadline, collect(&mut reply)).await {
@@ -249,26 +271,53 @@ async fn deliver(
             _ => String::new(),
         };
         let reason = if reply.status == 429 { "rate_limited" } else { "status_5xx" };
-        return Err(Failure { reason, detail: format!("HTTP {}{excerpt}", reply.status) });
+        return Err(Failure { reason, detail: format!("HTTP {}{excerpt}", reply.status), retry_after });
+    }
+    if let Some(why) = backend_fault(gateway, backend, reply.status, ex.model.as_deref()) {
+        // The backend, not the request, is at fault: its body (which may quote its key) stays here.
+        return Err(mark_failed(gateway, backend, Failure::new("backend_refused", format!("HTTP {}: {why}", reply.status))));
     }
     if ok && request.stream {
-        let first = match timeout_at(deadline, reply.body.next()).await {
-            Ok(Some(Ok(chunk))) => chunk,
-            Ok(Some(Err(e))) => return Err(mark_failed(gateway, backend, failure_of(&e))),
-            Ok(None) => return Err(mark_failed(gateway, backend, Failure { reason: "broken", detail: "empty stream".into() })),
-            Err(_) => return Err(mark_failed(gateway, backend, Failure { reason: "timeout", detail: "no first byte before the timeout".into() })),
-        };
+        // Nothing is committed to the client until a first data event: comments, keep-alives
+        // and errors before it still fail over.
+        let mut scanner = SseScanner::default();
+        if relay.shadow.is_some() {
+            scanner.text = Some(String::new());
+        }
+        let mut held = Vec::new();
+        while scanner.data_events == 0 {
+            match timeout_at(deadline, reply.body.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    scanner.feed(&chunk);
+                    held.push(chunk);
+                }
+                Ok(Some(Err(e))) => return Err(mark_failed(gateway, backend, failure_of(&e))),
+                Ok(None) => return Err(mark_failed(gateway, backend, Failure::new("broken", "the stream ended before any data"))),
+                Err(_) => return Err(mark_failed(gateway, backend, Failure::new("timeout", "no data before the timeout"))),
+            }
+            if let Some(e) = scanner.error.take() {
+                return Err(mark_failed(gateway, backend, Failure::new("broken", format!("error event: {e}"))));
+            }
+        }
         gateway.record_outcome(backend, true);
-        relay_stream(gateway, session, ex, request, reply, first, backend, relay).await;
+        relay_stream(gateway, session, ex, request, reply, held, scanner, backend, relay).await;
         return Ok(());
     }
     let body = match timeout_at(deadline, collect(&mut reply)).await {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => return Err(mark_failed(gateway, backend, failure_of(&e))),
-        Err(_) => return Err(mark_failed(gateway, backend, Failure { reason: "timeout", detail: "answer not complete before the timeout".into() })),
+        Err(_) => return Err(mark_failed(gateway, backend, Failure::new("timeout", "answer not complete before the timeout"))),
     };
+    if !ok {
+        // The request's own fault (a 4xx): neutral for health; the body is kept in OpenAI's shape.
+        let body = openai_shaped(reply.status, body);
+        let Some(mut head) = relay_head(gateway, ex, &reply) else { return Ok(()) };
+        let _ = head.insert_header("content-type", "application/json");
+        send_whole(session, ex, reply.status, head, body).await;
+        return Ok(());
+    }
     gateway.record_outcome(backend, true);
-    if ok {
+    {
         account(gateway, ex, usage_from_json(&body));
         if let Some(key) = relay.cache_key {
             let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
@@ -288,6 +337,34 @@ async fn deliver(
     Ok(())
 }
 
+/// nginx's code for a client that left before the answer was complete.
+const CLIENT_CLOSED: u16 = 499;
+
+/// Answers that say the backend, not the request, is broken: redirects (never followed), refused
+/// credentials, and "no such model" for a model it lists.
+fn backend_fault(gateway: &Gateway, backend: usize, status: u16, model: Option<&str>) -> Option<&'static str> {
+    match status {
+        300..=399 => Some("the backend redirected; redirects are not followed"),
+        401 | 403 | 407 => Some("the backend refused Hermes's credentials (check BACKEND_<NAME>_API_KEY)"),
+        404 if model.is_some_and(|m| gateway.catalog.models(backend).iter().any(|x| x == m)) => {
+            Some("the backend does not have a model it is configured to serve")
+        }
+        _ => None,
+    }
+}
+
+/// A 4xx body in OpenAI's error shape: kept as is when it already is, wrapped otherwise.
+fn openai_shaped(status: u16, body: Bytes) -> Bytes {
+    let shaped = serde_json::from_slice::<serde_json::Value>(&body).ok().is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()));
+    if shaped {
+        return body;
+    }
+    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+    let mut e = ApiError::bad_request(format!("The backend refused the request: {}", text.trim()), None);
+    e.status = status;
+    e.body()
+}
+
 fn mark_failed(gateway: &Gateway, backend: usize, f: Failure) -> Failure {
     gateway.record_outcome(backend, false);
     f
@@ -302,7 +379,12 @@ fn relay_head(gateway: &Gateway, ex: &Exchange, reply: &Reply) -> Option<Respons
             n,
             "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "trailer" | "upgrade" | "proxy-connection"
         );
-        if !hop && !n.starts_with("x-hermes-") {
+        // What identifies the upstream account stays behind: cookies, organisation and project
+        // ids, and the account's own rate-limit budget.
+        let private = matches!(n, "set-cookie" | "openai-organization" | "openai-project" | "anthropic-organization-id")
+            || n.starts_with("x-ratelimit-")
+            || n.starts_with("anthropic-ratelimit-");
+        if !hop && !private && !n.starts_with("x-hermes-") {
             let _ = head.append_header(name.clone(), value.clone());
         }
     }
@@ -318,7 +400,8 @@ async fn relay_stream(
     ex: &mut Exchange,
     request: &ApiRequest,
     mut reply: Reply,
-    first: Bytes,
+    held: Vec<Bytes>,
+    mut scanner: SseScanner,
     backend: usize,
     relay: &Relay,
 ) {
@@ -328,14 +411,12 @@ async fn relay_stream(
     if session.write_response_header(Box::new(head), false).await.is_err() {
         return;
     }
-    let mut scanner = SseScanner::default();
-    if relay.shadow.is_some() {
-        scanner.text = Some(String::new());
-    }
-    scanner.feed(&first);
     ex.ttft = Some(ex.started.elapsed());
-    if session.write_response_body(Some(first), false).await.is_err() {
-        return;
+    for chunk in held {
+        if session.write_response_body(Some(chunk), false).await.is_err() {
+            ex.status = CLIENT_CLOSED;
+            return;
+        }
     }
     let idle = gateway.config.backends[backend].timeout;
     let broke = loop {
@@ -345,7 +426,11 @@ async fn relay_stream(
                 if session.write_response_body(Some(chunk), false).await.is_err() {
                     // The client left; dropping the upstream body cancels the backend's work.
                     account(gateway, ex, scanner.usage);
+                    ex.status = CLIENT_CLOSED;
                     return;
+                }
+                if let Some(e) = scanner.error.take() {
+                    break Some(format!("the backend sent an error event: {e}"));
                 }
             }
             Ok(None) if scanner.saw_done => break None,
@@ -356,6 +441,7 @@ async fn relay_stream(
     };
     account(gateway, ex, scanner.usage);
     if let Some(why) = broke {
+        ex.status = 502;
         gateway.record_outcome(backend, false);
         let name = &gateway.config.backends[backend].name;
         log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);

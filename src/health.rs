@@ -62,6 +62,10 @@ impl HealthBoard {
     }
 
     pub fn record_success(&self, backend: usize) {
+        // Without auto recovery, a backend taken out stays out until restart or reload.
+        if self.cooldown.is_none() && self.status(backend) == HealthStatus::Unhealthy {
+            return;
+        }
         if let Some(m) = self.marks.get(backend) {
             m.consecutive_failures.store(0, Ordering::Relaxed);
             m.down_until_ms.store(0, Ordering::Relaxed);
@@ -129,8 +133,7 @@ impl HealthBoard {
     pub fn record_check(&self, backend: usize, outcome: Result<usize, String>) {
         let Some(m) = self.marks.get(backend) else { return };
         match &outcome {
-            Ok(_) if self.cooldown.is_some() || self.status(backend) != HealthStatus::Unhealthy => self.record_success(backend),
-            Ok(_) => {}
+            Ok(_) => self.record_success(backend),
             Err(_) => {
                 m.consecutive_failures.fetch_max(self.threshold, Ordering::Relaxed);
                 let until = match self.cooldown {

@@ -14,6 +14,7 @@ type ClientLimiter = DefaultKeyedRateLimiter<String, StateInformationMiddleware>
 pub struct Limits {
     backends: Vec<Option<DefaultDirectRateLimiter>>,
     clients: Option<(ClientLimiter, u32)>,
+    checks: std::sync::atomic::AtomicU64,
 }
 
 /// A client's standing after a request was counted.
@@ -34,7 +35,7 @@ impl Limits {
             .routing
             .client_rate_limit
             .and_then(|n| per_minute(n).map(|q| (DefaultKeyedRateLimiter::keyed(q).with_middleware::<StateInformationMiddleware>(), n)));
-        Limits { backends, clients }
+        Limits { backends, clients, checks: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Takes one request from the backend's allowance; false when it has none left.
@@ -47,6 +48,10 @@ impl Limits {
 
     pub fn client(&self, key: &str) -> ClientVerdict {
         let Some((limiter, limit)) = &self.clients else { return ClientVerdict::Unlimited };
+        // Forget clients whose allowance is whole again, so the table does not grow forever.
+        if self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096 == 4095 {
+            limiter.retain_recent();
+        }
         match limiter.check_key(&key.to_string()) {
             Ok(state) => ClientVerdict::Allowed { limit: *limit, remaining: state.remaining_burst_capacity() },
             Err(not_until) => ClientVerdict::Refused { limit: *limit, retry_after: not_until.wait_time_from(DefaultClock::default().now()) },

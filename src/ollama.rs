@@ -164,7 +164,7 @@ pub fn chat_response(ollama: &Value, id: &str, model: &str, created: u64) -> Val
 pub fn error(status: u16, body: &[u8]) -> ApiError {
     let v: Value = serde_json::from_slice(body).unwrap_or_default();
     let text = v.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
-    if status == 404 || text.contains("not found") {
+    if status == 404 {
         let mut e = ApiError::bad_request(format!("Ollama: {text}"), Some("model"));
         e.status = 404;
         e.code = Some("model_not_found");

@@ -30,6 +30,8 @@ pub struct SseScanner {
     pub data_events: u64,
     /// When Some, the streamed answer's text is gathered here (for shadow comparisons).
     pub text: Option<String>,
+    /// An in-band error (`data: {"error": ...}`), as OpenRouter and vLLM send mid-stream.
+    pub error: Option<String>,
 }
 
 impl SseScanner {
@@ -55,6 +57,10 @@ impl SseScanner {
         self.data_events += 1;
         if data == b"[DONE]" {
             self.saw_done = true;
+        } else if data.starts_with(b"{\"error\"") {
+            let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+            let msg = v["error"]["message"].as_str().or(v["error"].as_str()).unwrap_or("unknown error");
+            self.error = Some(msg.chars().take(300).collect());
         } else {
             if contains(data, b"\"usage\"") {
                 if let Some(u) = usage_from_json(data) {
@@ -159,6 +165,15 @@ data: [DONE]\n\n";
                 ]
             );
         }
+    }
+
+    #[test]
+    fn in_band_errors_are_noticed() {
+        let mut s = SseScanner::default();
+        s.feed(b": OPENROUTER PROCESSING\n\n");
+        assert_eq!(s.data_events, 0, "comments are not data");
+        s.feed(b"data: {\"error\":{\"message\":\"provider overloaded\",\"code\":502}}\n\n");
+        assert_eq!(s.error.as_deref(), Some("provider overloaded"));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub fn app(config: TalosConfig) -> Router {
             error_response(&ApiError::unknown_path(req.method().as_str(), req.uri().path()))
         })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // Long conversations with images exceed axum's 2 MB default; Hermes already caps bodies.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -214,7 +216,26 @@ async fn chat(State(t): State<Arc<Talos>>, _headers: HeaderMap, body: Bytes) -> 
         };
     }
     let mut translate = NdjsonToSse::new(id, model, created, request.include_usage());
-    let stream = resp.bytes_stream().map(move |chunk| {
+    // Read up to Ollama's first line before answering: an error there is still a plain error
+    // status the caller can fail over on, not an event inside a 200 stream.
+    let mut upstream = resp.bytes_stream();
+    let mut first = Vec::new();
+    while first.is_empty() {
+        let broken = |why: String| {
+            let mut e = ApiError::internal(why);
+            e.status = 502;
+            error_response(&e)
+        };
+        match upstream.next().await {
+            Some(Ok(bytes)) => match translate.feed(&bytes) {
+                Ok(sse) => first.extend(sse),
+                Err(why) => return broken(why),
+            },
+            Some(Err(e)) => return broken(format!("Ollama broke off: {}", crate::backends::describe(&e))),
+            None => return broken("Ollama closed the stream without answering".into()),
+        }
+    }
+    let rest = upstream.map(move |chunk| {
         let out = match chunk {
             Ok(bytes) => translate.feed(&bytes),
             Err(e) => Err(crate::backends::describe(&e)),
@@ -229,6 +250,7 @@ async fn chat(State(t): State<Arc<Talos>>, _headers: HeaderMap, body: Bytes) -> 
             }
         })
     });
+    let stream = futures_util::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
     Response::builder()
         .header("content-type", "text/event-stream; charset=utf-8")
         .header("cache-control", "no-cache")

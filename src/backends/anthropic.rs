@@ -58,8 +58,12 @@ impl Backend for Anthropic {
         let status = resp.status().as_u16();
         if status != 200 || !call.request.stream {
             let bytes = resp.bytes().await.map_err(|e| request_failed(&e, &self.config))?;
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Ok(if status == 200 { json_reply(200, chat_response(&v)) } else { json_reply(status, error(status, &v).to_value()) });
+            let parsed = serde_json::from_slice::<Value>(&bytes);
+            return match (status, parsed) {
+                (200, Ok(v)) if v["type"] == "message" => Ok(json_reply(200, chat_response(&v))),
+                (200, _) => Err(AttemptError::Broken("unreadable answer from Anthropic".into())),
+                (_, v) => Ok(json_reply(status, error(status, &v.unwrap_or_default()).to_value())),
+            };
         }
         let mut t = StreamTranslator::new(call.model.to_string(), call.request.include_usage());
         Ok(translated_stream(resp, move |chunk| t.feed(chunk)))

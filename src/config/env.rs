@@ -91,9 +91,6 @@ impl EnvSource {
     /// Seconds, fractions allowed, never negative.
     pub fn seconds_or(&self, key: &str, default: f64) -> Result<Duration, ConfigError> {
         let v: f64 = self.number_or(key, default)?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(ConfigError::new(key, format!("{v} is not a duration in seconds")));
-        }
-        Ok(Duration::from_secs_f64(v))
+        Duration::try_from_secs_f64(v).map_err(|_| ConfigError::new(key, format!("{v} is not a duration in seconds")))
     }
 }
