@@ -63,8 +63,9 @@ pub struct Decision {
     pub confidence: f64,
 }
 
-/// How far apart two backends may be on the criterion and still count as equals.
-const EQUAL_COST_CENTS: f64 = 0.0005;
+/// How far apart two backends may be on the criterion and still count as equals: costs within
+/// 2% of each other (free is only equal to free), scores within 0.02.
+const EQUAL_COST_SHARE: f64 = 0.02;
 const EQUAL_SCORE: f64 = 0.02;
 
 pub struct Settings<'a> {
@@ -273,7 +274,7 @@ fn primary_key(s: &Survivor, criteria: Criteria) -> f64 {
 }
 
 fn equal(a: &Survivor, b: &Survivor, criteria: Criteria) -> bool {
-    let tolerance = if criteria == Criteria::CostFirst { EQUAL_COST_CENTS } else { EQUAL_SCORE };
+    let tolerance = if criteria == Criteria::CostFirst { EQUAL_COST_SHARE * a.cost.max(b.cost) + 1e-12 } else { EQUAL_SCORE };
     (primary_key(a, criteria) - primary_key(b, criteria)).abs() <= tolerance
 }
 

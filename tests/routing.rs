@@ -1,0 +1,132 @@
+//! The routing brain end to end: criteria, job-type routing, budgets, privacy, retry-after,
+//! broken streams, the cache, shadow traffic, client limits and load balancing, through the
+//! `openai` SDK and curl against the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::mock::{Mode, MockUpstream};
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn ok_mode() -> Mode {
+    Mode::Ok { gap: Duration::from_millis(1) }
+}
+
+#[test]
+fn routing_decisions_as_a_client_sees_them() {
+    let python = python_with_openai();
+    let home = MockUpstream::start("home", ok_mode());
+    let cheap = MockUpstream::start("cheap", ok_mode());
+    let premium = MockUpstream::start("premium", ok_mode());
+    let busy = MockUpstream::start("busy", Mode::Status(429));
+    let cutter = MockUpstream::start("cutter", Mode::CutAfterFirstByte);
+    let policies = scratch_dir("policies");
+    let routing = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/routing.toml"))
+        .unwrap()
+        .replace("enabled = false", "enabled = true")
+        .replace("# [shadow]\n# backend = \"candidate_backend\"\n# share = 0.1", "[shadow]\nbackend = \"premium\"\nshare = 1.0");
+    assert!(routing.contains("[shadow]\nbackend = \"premium\""));
+    std::fs::write(policies.join("routing.toml"), routing).unwrap();
+    let url = |m: &MockUpstream| m.base_url();
+    let hermes = Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "home,busy,cheap,premium,cutter".into()),
+            ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
+            ("HERMES_JOB_TYPE_ROUTING", "true".into()),
+            ("HERMES_CODE_JOBS_BACKEND", "premium".into()),
+            ("BACKEND_HOME_TYPE", "local".into()),
+            ("BACKEND_HOME_BASE_URL", url(&home)),
+            ("BACKEND_HOME_MODELS", "llama".into()),
+            ("BACKEND_BUSY_TYPE", "custom".into()),
+            ("BACKEND_BUSY_BASE_URL", url(&busy)),
+            ("BACKEND_BUSY_MODELS", "shared".into()),
+            ("BACKEND_BUSY_PRICE_INPUT_PER_MTOK", "0.01".into()),
+            ("BACKEND_BUSY_PRICE_OUTPUT_PER_MTOK", "0.01".into()),
+            ("BACKEND_CHEAP_TYPE", "custom".into()),
+            ("BACKEND_CHEAP_BASE_URL", url(&cheap)),
+            ("BACKEND_CHEAP_MODELS", "mini,llama,shared".into()),
+            ("BACKEND_CHEAP_PRICE_INPUT_PER_MTOK", "0.15".into()),
+            ("BACKEND_CHEAP_PRICE_OUTPUT_PER_MTOK", "0.60".into()),
+            ("BACKEND_CHEAP_QUALITY_SCORE", "0.85".into()),
+            ("BACKEND_CHEAP_SPEED_SCORE", "0.95".into()),
+            ("BACKEND_PREMIUM_TYPE", "custom".into()),
+            ("BACKEND_PREMIUM_BASE_URL", url(&premium)),
+            ("BACKEND_PREMIUM_MODELS", "big,llama".into()),
+            ("BACKEND_PREMIUM_PRICE_INPUT_PER_MTOK", "2.5".into()),
+            ("BACKEND_PREMIUM_PRICE_OUTPUT_PER_MTOK", "10".into()),
+            ("BACKEND_PREMIUM_QUALITY_SCORE", "0.97".into()),
+            ("BACKEND_PREMIUM_SPEED_SCORE", "0.7".into()),
+            ("BACKEND_CUTTER_TYPE", "custom".into()),
+            ("BACKEND_CUTTER_BASE_URL", url(&cutter)),
+            ("BACKEND_CUTTER_MODELS", "cut-model".into()),
+            ("BACKEND_CUTTER_PRICE_INPUT_PER_MTOK", "0.01".into()),
+            ("BACKEND_CUTTER_PRICE_OUTPUT_PER_MTOK", "0.01".into()),
+        ],
+        &["--policies", policies.to_str().unwrap()],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/sdk_routing.py");
+    let out = Command::new(&python).arg(script).arg(hermes.url()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\n--- hermes ---\n{}", String::from_utf8_lossy(&out.stderr), hermes.log());
+    for s in ["criteria", "job_type_routing", "budget", "privacy", "reason", "retry_after", "cut_stream", "cache"] {
+        assert!(stdout.lines().any(|l| l == format!("ok {s}")), "{s}: {stdout}");
+    }
+    // Personal data never left for a remote backend, not even as shadow traffic.
+    for m in [&cheap, &premium, &busy, &cutter] {
+        for c in m.calls() {
+            let body = String::from_utf8_lossy(&c.body).to_string();
+            assert!(!body.contains("bob.smith@example.com") && !body.contains("4111 1111"), "private data reached {}", c.path);
+        }
+    }
+    assert_eq!(busy.calls().len(), 1, "a 429 with retry-after rests the backend");
+    assert_eq!(cheap.calls().iter().filter(|c| String::from_utf8_lossy(&c.body).contains("deterministic please")).count(), 1, "second answer from the cache");
+    // Shadow: premium also received requests answered by others, and the comparison was logged.
+    assert!(eventually(Duration::from_secs(3), || hermes.log().contains("shadow req_")).is_some(), "{}", hermes.log());
+    assert!(premium.calls().iter().any(|c| c.json()["messages"][0]["content"] == "hello there, how are you?" && c.json()["stream"] == false));
+    let metrics = curl(&[&format!("{}/metrics", hermes.url())]).body;
+    assert!(metrics.contains(r#"job_type="code_generation""#), "{metrics}");
+    assert!(metrics.contains("hermes_budget_rejections_total 1"), "{metrics}");
+    assert!(metrics.contains(r#"hermes_shadow_requests_total{backend="premium",outcome="ok"}"#), "{metrics}");
+}
+
+#[test]
+fn client_limits_answer_429_with_headers_and_equals_share_the_load() {
+    let a = MockUpstream::start("a", ok_mode());
+    let b = MockUpstream::start("b", ok_mode());
+    let hermes = Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "a,b".into()),
+            ("HERMES_API_KEYS", "k1,k2".into()),
+            ("HERMES_CLIENT_RATE_LIMIT", "3".into()),
+            ("HERMES_LOAD_BALANCING_ENABLED", "true".into()),
+            ("HERMES_LOAD_BALANCING_STRATEGY", "round_robin".into()),
+            ("BACKEND_A_TYPE", "custom".into()),
+            ("BACKEND_A_BASE_URL", a.base_url()),
+            ("BACKEND_A_MODELS", "m".into()),
+            ("BACKEND_B_TYPE", "custom".into()),
+            ("BACKEND_B_BASE_URL", b.base_url()),
+            ("BACKEND_B_MODELS", "m".into()),
+        ],
+        &[],
+    );
+    let chat = format!("{}/v1/chat/completions", hermes.url());
+    let answered: Vec<String> = (0..3)
+        .map(|_| {
+            let r = post_json(&chat, Some("k1"), &chat_body("m", "hi"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
+            r.header("x-hermes-backend").unwrap().to_string()
+        })
+        .collect();
+    assert!(answered.contains(&"a".to_string()) && answered.contains(&"b".to_string()), "round robin: {answered:?}");
+    let r = post_json(&chat, Some("k1"), &chat_body("m", "hi"));
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")));
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert!(r.header("x-ratelimit-reset-requests").is_some());
+    // Another key has its own allowance.
+    assert_eq!(post_json(&chat, Some("k2"), &chat_body("m", "hi")).status, 200);
+    assert!(curl(&[&format!("{}/metrics", hermes.url())]).body.contains(r#"hermes_rate_limited_total{scope="client"} 1"#));
+}
