@@ -1,0 +1,84 @@
+//! The per-request decision work: parse + classify + choose, and reading a stream for usage.
+//! `cargo bench --bench route`; the README's figures come from here.
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use hermes::config::{Config, Criteria, EnvSource, Policies};
+use hermes::gateway::Gateway;
+use hermes::openai::{parse_request, Endpoint};
+use hermes::route::Ask;
+use hermes::sse::SseScanner;
+
+fn gateway() -> std::sync::Arc<Gateway> {
+    let env = EnvSource::from_pairs([
+        ("HERMES_BACKENDS_ENABLED", "home,ollama,cheap,premium,claude"),
+        ("BACKEND_HOME_TYPE", "local"),
+        ("BACKEND_HOME_HOST", "127.0.0.1"),
+        ("BACKEND_HOME_MODELS", "llama3.1:8b,qwen2.5-coder:7b"),
+        ("BACKEND_OLLAMA_TYPE", "ollama"),
+        ("BACKEND_OLLAMA_HOST", "127.0.0.1"),
+        ("BACKEND_OLLAMA_MODELS", "llama3.1:8b"),
+        ("BACKEND_CHEAP_TYPE", "openrouter"),
+        ("BACKEND_CHEAP_MODELS", "openai/gpt-4o-mini,meta-llama/llama-3.1-70b-instruct"),
+        ("BACKEND_PREMIUM_TYPE", "openai"),
+        ("BACKEND_PREMIUM_MODELS", "gpt-4o,gpt-5"),
+        ("BACKEND_CLAUDE_TYPE", "anthropic"),
+        ("BACKEND_CLAUDE_MODELS", "claude-3-5-sonnet-latest"),
+    ]);
+    let config = Config::from_env(&env, Policies::builtin(), false).expect("bench config");
+    Gateway::new(config).expect("bench gateway")
+}
+
+const SHORT: &str = r#"{"model":"auto","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a Python function that merges two sorted lists and explain its complexity."}],"temperature":0.2}"#;
+
+fn long_code() -> String {
+    let code = "fn handle(req: Request) -> Response {\n    let body = req.body();\n    match parse(body) {\n        Ok(v) => respond(v),\n        Err(e) => error(e),\n    }\n}\n".repeat(30);
+    serde_json::json!({"model": "auto", "messages": [
+        {"role": "system", "content": "You review Rust code for a payments team."},
+        {"role": "user", "content": format!("Why does this panic under load? Fix it.\n```rust\n{code}\n```")}],
+        "max_tokens": 800})
+    .to_string()
+}
+
+fn bench(c: &mut Criterion) {
+    let gw = gateway();
+    let short = Bytes::from_static(SHORT.as_bytes());
+    let long = Bytes::from(long_code());
+    let short_req = parse_request(Endpoint::ChatCompletions, &short).expect("short");
+    let long_req = parse_request(Endpoint::ChatCompletions, &long).expect("long");
+
+    c.bench_function("parse_request (short chat)", |b| b.iter(|| parse_request(Endpoint::ChatCompletions, black_box(&short))));
+    c.bench_function("classify (short chat)", |b| b.iter(|| gw.classify(black_box(&short_req))));
+    c.bench_function(&format!("classify (code review, {} KiB)", long.len() / 1024), |b| b.iter(|| gw.classify(black_box(&long_req))));
+    let job = gw.classify(&short_req);
+    let ask = Ask { model: "auto", job: &job, criteria: Criteria::CostFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
+    c.bench_function("choose (5 backends)", |b| b.iter(|| gw.decide(black_box(&ask))));
+    c.bench_function("classify + choose (short chat)", |b| {
+        b.iter(|| {
+            let job = gw.classify(black_box(&short_req));
+            let ask = Ask { model: "auto", job: &job, criteria: Criteria::QualityFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
+            gw.decide(&ask).map(|d| d.candidates.len())
+        })
+    });
+
+    let chunk = r#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}]}"#;
+    let mut stream = String::new();
+    for _ in 0..200 {
+        stream.push_str(chunk);
+        stream.push_str("\n\n");
+    }
+    stream.push_str("data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":200,\"total_tokens\":210}}\n\ndata: [DONE]\n\n");
+    let pieces: Vec<&[u8]> = stream.as_bytes().chunks(256).collect();
+    c.bench_function("sse scan (200-token stream, 256 B reads)", |b| {
+        b.iter(|| {
+            let mut s = SseScanner::default();
+            for p in &pieces {
+                s.feed(black_box(p));
+            }
+            s.usage
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
