@@ -23,8 +23,14 @@ pub async fn metrics(gateway: &Gateway, session: &mut Session, ex: &mut Exchange
     send_whole(session, ex, 200, head, Bytes::from(crate::telemetry::render())).await;
 }
 
-/// Every enabled backend's models, plus `auto`, in OpenAI's list shape.
+/// Every enabled backend's models, plus `auto`, in OpenAI's list shape; rendered at most once a
+/// second (SDKs and UIs poll it).
 pub async fn models(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    let body = gateway.model_list.get_with((), async { Bytes::from(model_list(gateway).to_string()) }).await;
+    send_json(gateway, session, ex, 200, body).await;
+}
+
+fn model_list(gateway: &Gateway) -> serde_json::Value {
     let mut data = vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "hermes"})];
     let mut seen = std::collections::HashSet::new();
     for (b, models) in gateway.config.backends.iter().zip(gateway.catalog.all()) {
@@ -34,8 +40,7 @@ pub async fn models(gateway: &Gateway, session: &mut Session, ex: &mut Exchange)
             }
         }
     }
-    let body = json!({"object": "list", "data": data});
-    send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await;
+    json!({"object": "list", "data": data})
 }
 
 /// `/admin/*` takes HERMES_ADMIN_KEY as a bearer token; without one configured, loopback only.

@@ -20,6 +20,8 @@ pub struct Gateway {
     pub classifier: Classifier,
     pub limits: Limits,
     pub cache: crate::cache::AnswerCache,
+    /// The rendered `/v1/models` answer, briefly.
+    pub model_list: moka::future::Cache<(), bytes::Bytes>,
     /// Requests at each backend now.
     backend_in_flight: Vec<AtomicUsize>,
     in_flight: AtomicUsize,
@@ -48,6 +50,7 @@ impl Gateway {
             classifier,
             limits,
             cache,
+            model_list: moka::future::Cache::builder().max_capacity(1).time_to_live(std::time::Duration::from_secs(1)).build(),
             backend_in_flight,
             in_flight: AtomicUsize::new(0),
             turns: AtomicU64::new(0),

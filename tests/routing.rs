@@ -22,6 +22,9 @@ fn routing_decisions_as_a_client_sees_them() {
     let premium = MockUpstream::start("premium", ok_mode());
     let busy = MockUpstream::start("busy", Mode::Status(429));
     let cutter = MockUpstream::start("cutter", Mode::CutAfterFirstByte);
+    let hang = MockUpstream::start("hang", Mode::Hang);
+    let early = MockUpstream::start("early", Mode::CutBeforeFirstByte);
+    let dead_port = free_port();
     let policies = scratch_dir("policies");
     let routing = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/routing.toml"))
         .unwrap()
@@ -32,7 +35,23 @@ fn routing_decisions_as_a_client_sees_them() {
     let url = |m: &MockUpstream| m.base_url();
     let hermes = Hermes::start(
         &[
-            ("HERMES_BACKENDS_ENABLED", "home,busy,cheap,premium,cutter".into()),
+            ("HERMES_BACKENDS_ENABLED", "home,busy,cheap,premium,cutter,hang,dead,early".into()),
+            ("HERMES_MAX_FAILOVER_ATTEMPTS", "4".into()),
+            ("HERMES_FAILOVER_DELAY_SECONDS", "0.05".into()),
+            ("BACKEND_HANG_TYPE", "custom".into()),
+            ("BACKEND_HANG_BASE_URL", url(&hang)),
+            ("BACKEND_HANG_MODELS", "flaky-model".into()),
+            ("BACKEND_HANG_PRICE_INPUT_PER_MTOK", "0.01".into()),
+            ("BACKEND_HANG_TIMEOUT", "1".into()),
+            ("BACKEND_DEAD_TYPE", "custom".into()),
+            ("BACKEND_DEAD_HOST", "127.0.0.1".into()),
+            ("BACKEND_DEAD_PORT", dead_port.to_string()),
+            ("BACKEND_DEAD_MODELS", "flaky-model".into()),
+            ("BACKEND_DEAD_PRICE_INPUT_PER_MTOK", "0.01".into()),
+            ("BACKEND_EARLY_TYPE", "custom".into()),
+            ("BACKEND_EARLY_BASE_URL", url(&early)),
+            ("BACKEND_EARLY_MODELS", "flaky-model".into()),
+            ("BACKEND_EARLY_PRICE_INPUT_PER_MTOK", "0.01".into()),
             ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
             ("HERMES_JOB_TYPE_ROUTING", "true".into()),
             ("HERMES_CODE_JOBS_BACKEND", "premium".into()),
@@ -46,7 +65,7 @@ fn routing_decisions_as_a_client_sees_them() {
             ("BACKEND_BUSY_PRICE_OUTPUT_PER_MTOK", "0.01".into()),
             ("BACKEND_CHEAP_TYPE", "custom".into()),
             ("BACKEND_CHEAP_BASE_URL", url(&cheap)),
-            ("BACKEND_CHEAP_MODELS", "mini,llama,shared".into()),
+            ("BACKEND_CHEAP_MODELS", "mini,llama,shared,flaky-model".into()),
             ("BACKEND_CHEAP_PRICE_INPUT_PER_MTOK", "0.15".into()),
             ("BACKEND_CHEAP_PRICE_OUTPUT_PER_MTOK", "0.60".into()),
             ("BACKEND_CHEAP_QUALITY_SCORE", "0.85".into()),
@@ -70,7 +89,7 @@ fn routing_decisions_as_a_client_sees_them() {
     let out = Command::new(&python).arg(script).arg(hermes.url()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}\n--- hermes ---\n{}", String::from_utf8_lossy(&out.stderr), hermes.log());
-    for s in ["criteria", "job_type_routing", "budget", "privacy", "reason", "retry_after", "cut_stream", "cache"] {
+    for s in ["criteria", "job_type_routing", "budget", "privacy", "reason", "retry_after", "cut_stream", "cache", "every_failure_kind"] {
         assert!(stdout.lines().any(|l| l == format!("ok {s}")), "{s}: {stdout}");
     }
     // Personal data never left for a remote backend, not even as shadow traffic.
@@ -81,6 +100,8 @@ fn routing_decisions_as_a_client_sees_them() {
         }
     }
     assert_eq!(busy.calls().len(), 1, "a 429 with retry-after rests the backend");
+    assert_eq!(hang.calls().len(), 2, "the hanging backend was tried for both flaky-model requests");
+    assert!(early.calls().iter().any(|c| c.json()["stream"] == true), "the stream was cut by early before cheap answered");
     assert_eq!(cheap.calls().iter().filter(|c| String::from_utf8_lossy(&c.body).contains("deterministic please")).count(), 1, "second answer from the cache");
     // Shadow: premium also received requests answered by others, and the comparison was logged.
     assert!(eventually(Duration::from_secs(3), || hermes.log().contains("shadow req_")).is_some(), "{}", hermes.log());
@@ -129,4 +150,27 @@ fn client_limits_answer_429_with_headers_and_equals_share_the_load() {
     // Another key has its own allowance.
     assert_eq!(post_json(&chat, Some("k2"), &chat_body("m", "hi")).status, 200);
     assert!(curl(&[&format!("{}/metrics", hermes.url())]).body.contains(r#"hermes_rate_limited_total{scope="client"} 1"#));
+}
+
+#[test]
+fn a_backend_over_its_rate_limit_is_skipped_and_alone_it_means_429() {
+    let only = MockUpstream::start("only", ok_mode());
+    let hermes = Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "only".into()),
+            ("BACKEND_ONLY_TYPE", "custom".into()),
+            ("BACKEND_ONLY_BASE_URL", only.base_url()),
+            ("BACKEND_ONLY_MODELS", "m".into()),
+            ("BACKEND_ONLY_RATE_LIMIT", "2".into()),
+        ],
+        &[],
+    );
+    let chat = format!("{}/v1/chat/completions", hermes.url());
+    assert_eq!(post_json(&chat, None, &chat_body("m", "1")).status, 200);
+    assert_eq!(post_json(&chat, None, &chat_body("m", "2")).status, 200);
+    let r = post_json(&chat, None, &chat_body("m", "3"));
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")), "{}", r.body);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("BACKEND_ONLY_RATE_LIMIT"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(only.calls().len(), 2, "the third request never reached the backend");
 }

@@ -36,11 +36,11 @@ assert h["x-hermes-job-type"] == "code_generation" and h["x-hermes-backend"] == 
 ok("job_type_routing")
 
 try:
-    ask("hello", model="big", **{"x-hermes-budget-cents": "0.00001"})
+    ask("hello", model="big", **{"x-hermes-budget-cents": "0.0000001"})
     raise AssertionError("over budget accepted")
 except openai.APIStatusError as e:
     assert e.status_code == 402 and e.body["code"] == "budget_exceeded", e.body
-h, _ = ask("hello", **{"x-hermes-budget-cents": "0.00001", "x-hermes-criteria": "quality_first"})
+h, _ = ask("hello", **{"x-hermes-budget-cents": "0.0000001", "x-hermes-criteria": "quality_first"})
 assert h["x-hermes-backend"] == "home", "free backends are never blocked by a budget"
 ok("budget")
 
@@ -81,3 +81,12 @@ for _ in range(2):
 assert raw.headers.get("x-hermes-cache") == "hit", dict(raw.headers)
 assert raw.parse().choices[0].message.content == "Hello from cheap"
 ok("cache")
+
+# A hang past the timeout and a refused connection are tried (the cheapest first, in configured order),
+# then `early` answers; it only breaks streams.
+raw = client.chat.completions.with_raw_response.create(model="flaky-model", messages=[{"role": "user", "content": "hi"}])
+assert (raw.headers["x-hermes-backend"], raw.headers["x-hermes-attempts"]) == ("early", "3"), dict(raw.headers)
+# Streamed, `early` cuts before its first byte as well: the paid backend behind all three answers.
+stream = client.chat.completions.create(model="flaky-model", messages=[{"role": "user", "content": "hi"}], stream=True)
+assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello from cheap"
+ok("every_failure_kind")
