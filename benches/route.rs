@@ -1,5 +1,6 @@
 //! The per-request decision work: parse + classify + choose, and reading a stream for usage.
 //! `cargo bench --bench route`; the README's figures come from here.
+#![allow(clippy::expect_used)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
