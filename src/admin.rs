@@ -1,8 +1,8 @@
 //! Hermes's own endpoints: liveness, metrics, the model list, and `/admin/*` for operators.
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Live};
 use crate::openai::ApiError;
-use crate::proxy::{bearer, response_head, send_json, send_whole, Exchange};
+use crate::proxy::{bearer, response_head, send_error, send_json, send_whole, Exchange};
 use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::json;
@@ -46,7 +46,7 @@ fn model_list(gateway: &Gateway) -> serde_json::Value {
 /// `/admin/*` takes HERMES_ADMIN_KEY as a bearer token; without one configured, loopback only.
 pub fn authorize(gateway: &Gateway, session: &Session) -> Result<(), ApiError> {
     match &gateway.config.admin_key {
-        Some(key) if bearer(session) == Some(key.expose()) => Ok(()),
+        Some(key) if bearer(session).is_some_and(|p| key.matches(p)) => Ok(()),
         Some(_) => Err(ApiError::unauthorized()),
         None if session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback()) => Ok(()),
         None => Err(ApiError::forbidden("/admin is open to loopback clients only while HERMES_ADMIN_KEY is unset.")),
@@ -83,4 +83,20 @@ pub async fn backends(gateway: &Gateway, session: &mut Session, ex: &mut Exchang
         })
         .collect();
     send_json(gateway, session, ex, 200, Bytes::from(json!({"backends": list}).to_string())).await;
+}
+
+/// POST /admin/reload: the new configuration, or why it was refused (the old one keeps serving).
+pub async fn reload(gateway: &Gateway, live: &Live, session: &mut Session, ex: &mut Exchange) {
+    match live.reload() {
+        Ok(new) => {
+            let names: Vec<&str> = new.config.backends.iter().map(|b| b.name.as_str()).collect();
+            send_json(gateway, session, ex, 200, Bytes::from(json!({"status": "reloaded", "backends": names}).to_string())).await;
+        }
+        Err(why) => {
+            log::warn!("reload refused: {why}");
+            let mut e = ApiError::bad_request(format!("Reload refused, the running configuration stays: {why}"), None);
+            e.code = Some("invalid_configuration");
+            send_error(gateway, session, ex, &e).await;
+        }
+    }
 }

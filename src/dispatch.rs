@@ -3,7 +3,7 @@
 
 use crate::admin;
 use crate::backends::{AttemptError, Call, Reply};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Live};
 use crate::openai::{self, ApiError, ApiRequest, Endpoint};
 use crate::proxy::{bearer, read_body, response_head, send_error, send_whole, Exchange};
 use crate::cache::CachedAnswer;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
 
-pub async fn handle(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchange) {
+pub async fn handle(gateway: &Arc<Gateway>, live: &Live, session: &mut Session, ex: &mut Exchange) {
     let method = session.req_header().method.as_str().to_string();
     let path = session.req_header().uri.path().to_string();
     let endpoint = match (method.as_str(), path.as_str()) {
@@ -35,13 +35,16 @@ pub async fn handle(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exch
             }
             return admin::models(gateway, session, ex).await;
         }
-        ("GET", "/admin/backends") => {
+        ("GET", "/admin/backends") | ("POST", "/admin/reload") => {
             if let Err(e) = admin::authorize(gateway, session) {
                 return send_error(gateway, session, ex, &e).await;
             }
-            return admin::backends(gateway, session, ex).await;
+            return match path.as_str() {
+                "/admin/reload" => admin::reload(gateway, live, session, ex).await,
+                _ => admin::backends(gateway, session, ex).await,
+            };
         }
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics" | "/admin/backends") => {
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics" | "/admin/backends" | "/admin/reload") => {
             return send_error(gateway, session, ex, &ApiError::method_not_allowed(&method, &path)).await
         }
         _ => return send_error(gateway, session, ex, &ApiError::unknown_path(&method, &path)).await,
@@ -59,7 +62,8 @@ fn authorize(gateway: &Gateway, session: &Session) -> Result<(), ApiError> {
         return Ok(());
     }
     match bearer(session) {
-        Some(p) if keys.iter().any(|k| k.expose() == p) => Ok(()),
+        // Every key is compared, each in constant time.
+        Some(p) if keys.iter().fold(false, |found, k| k.matches(p) | found) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
 }

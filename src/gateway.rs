@@ -4,11 +4,12 @@
 use crate::backends::{self, Registry};
 use crate::catalog::Catalog;
 use crate::classify::{Classification, Classifier};
-use crate::config::Config;
+use crate::config::{Config, Sources};
 use crate::health::{CheckResult, HealthBoard};
 use crate::limits::Limits;
 use crate::openai::ApiError;
 use crate::route::{self, Ask, Decision, Dice, Offer, Settings};
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -24,13 +25,14 @@ pub struct Gateway {
     pub model_list: moka::future::Cache<(), bytes::Bytes>,
     /// Requests at each backend now.
     backend_in_flight: Vec<AtomicUsize>,
-    in_flight: AtomicUsize,
+    /// Shared by every generation of the gateway, so shutdown sees requests of all of them.
+    in_flight: Arc<AtomicUsize>,
     /// Round-robin position.
     turns: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
+    pub fn new(config: Config, in_flight: Arc<AtomicUsize>) -> Result<Arc<Gateway>, String> {
         let registry = Registry::build(&config.backends, &backends::http_client());
         let cooldown = config.health.auto_recovery.then_some(config.health.interval);
         let health = HealthBoard::new(config.backends.len(), config.health.unhealthy_threshold, cooldown);
@@ -52,7 +54,7 @@ impl Gateway {
             cache,
             model_list: moka::future::Cache::builder().max_capacity(1).time_to_live(std::time::Duration::from_secs(1)).build(),
             backend_in_flight,
-            in_flight: AtomicUsize::new(0),
+            in_flight,
             turns: AtomicU64::new(0),
         }))
     }
@@ -147,6 +149,50 @@ impl Gateway {
 }
 
 pub struct InFlight(Arc<Gateway>);
+
+impl InFlight {
+    /// The gateway generation this request runs on (kept even if a reload swaps it).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.0
+    }
+}
+
+/// The gateway now serving, swapped whole by `reload` (POST /admin/reload, SIGHUP) without
+/// disturbing requests already running on the previous one.
+pub struct Live {
+    current: ArcSwap<Gateway>,
+    sources: Sources,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Live {
+    pub fn start(config: Config, sources: Sources) -> Result<Arc<Live>, String> {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let gateway = Gateway::new(config, in_flight.clone())?;
+        Ok(Arc::new(Live { current: ArcSwap::new(gateway), sources, in_flight }))
+    }
+
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Re-read `.env` and `policies/`; a bad configuration is refused and the old one keeps serving.
+    pub fn reload(&self) -> Result<Arc<Gateway>, String> {
+        let config = Config::load(&self.sources).map_err(|e| format!("configuration error: {e}"))?;
+        let old = self.current();
+        if config.listen != old.config.listen {
+            log::warn!("HERMES_LISTEN changed to {}: a restart is needed to listen there", config.listen);
+        }
+        let gateway = Gateway::new(config, self.in_flight.clone())?;
+        self.current.store(gateway.clone());
+        log::info!("configuration reloaded: {} backend(s)", gateway.config.backends.len());
+        Ok(gateway)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

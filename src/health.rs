@@ -174,20 +174,22 @@ pub async fn check_all(gateway: &Arc<Gateway>) {
     futures_util::future::join_all(probes).await;
 }
 
-/// Runs the active checks every HERMES_HEALTH_CHECK_INTERVAL until shutdown.
-pub struct Checker(pub Arc<Gateway>);
+/// Runs the active checks every HERMES_HEALTH_CHECK_INTERVAL until shutdown, on whichever
+/// gateway generation is serving.
+pub struct Checker(pub Arc<crate::gateway::Live>);
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Checker {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        if !self.0.config.health.enabled {
-            return;
-        }
-        let mut tick = tokio::time::interval(self.0.config.health.interval.max(Duration::from_millis(100)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let gateway = self.0.current();
+            let health = &gateway.config.health;
+            if health.enabled {
+                check_all(&gateway).await;
+            }
+            let pause = if health.enabled { health.interval.max(Duration::from_millis(100)) } else { Duration::from_secs(1) };
             tokio::select! {
-                _ = tick.tick() => check_all(&self.0).await,
+                _ = tokio::time::sleep(pause) => {},
                 _ = shutdown.changed() => return,
             }
         }

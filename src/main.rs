@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use hermes::config::{Config, Sources};
+use hermes::gateway::Live;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,9 +35,12 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
+    fn sources(&self) -> Sources {
+        Sources { env_file: self.env_file.clone(), policies_dir: self.policies.clone(), demo: self.demo }
+    }
+
     fn load(&self) -> Result<Config, String> {
-        let sources = Sources { env_file: self.env_file.clone(), policies_dir: self.policies.clone(), demo: self.demo };
-        Config::load(&sources).map_err(|e| format!("configuration error: {e}"))
+        Config::load(&self.sources()).map_err(|e| format!("configuration error: {e}"))
     }
 }
 
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
     .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args.load().and_then(hermes::server::run),
+        Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(hermes::server::run),
         Command::CheckConfig(args) => args.load().map(|c| print!("{}", c.describe())),
     };
     match result {

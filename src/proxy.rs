@@ -3,7 +3,7 @@
 
 use crate::classify::JobType;
 use crate::dispatch;
-use crate::gateway::{Gateway, InFlight};
+use crate::gateway::{Gateway, InFlight, Live};
 use crate::openai::ApiError;
 use crate::sse::Usage;
 use crate::telemetry::{self, RequestRecord};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct HermesProxy {
-    pub gateway: Arc<Gateway>,
+    pub live: Arc<Live>,
 }
 
 /// One request's story, filled in as it goes and recorded in `logging`.
@@ -76,8 +76,9 @@ impl ProxyHttp for HermesProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ex: &mut Exchange) -> Result<bool> {
-        ex._in_flight = Some(self.gateway.enter());
-        dispatch::handle(&self.gateway, session, ex).await;
+        let gateway = self.live.current();
+        ex._in_flight = Some(gateway.enter());
+        dispatch::handle(&gateway, &self.live, session, ex).await;
         Ok(true)
     }
 
@@ -87,10 +88,11 @@ impl ProxyHttp for HermesProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ex: &mut Exchange) {
+        let Some(gateway) = ex._in_flight.as_ref().map(|f| f.gateway().clone()) else { return };
         if !ex.routed {
             return;
         }
-        let backend = ex.backend.and_then(|i| self.gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
+        let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
         let total = ex.started.elapsed();
         // One line per API request; never headers or bodies (keys, prompts).
         log::info!(
@@ -106,7 +108,7 @@ impl ProxyHttp for HermesProxy {
         );
         telemetry::record_request(&RequestRecord {
             backend,
-            model: self.gateway.model_label(ex.model.as_deref()),
+            model: gateway.model_label(ex.model.as_deref()),
             job_type: ex.job_type.map_or("none", JobType::as_str),
             status: ex.status,
             total,

@@ -2,8 +2,7 @@
 //! accepting, lets in-flight requests finish (at most HERMES_SHUTDOWN_GRACE_SECONDS) and exits 0
 //! as soon as they have, rather than pingora's fixed upgrade grace period.
 
-use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::Live;
 use crate::proxy::HermesProxy;
 use async_trait::async_trait;
 use pingora::listeners::TcpSocketOptions;
@@ -14,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(live: Arc<Live>) -> Result<(), String> {
+    let gateway = live.current();
+    let listen = gateway.config.listen.clone();
     // Fail with a clear line rather than a panic deep inside pingora.
-    std::net::TcpListener::bind(&config.listen).map_err(|e| format!("HERMES_LISTEN: cannot listen on {}: {e}", config.listen))?;
+    std::net::TcpListener::bind(&listen).map_err(|e| format!("HERMES_LISTEN: cannot listen on {listen}: {e}"))?;
     crate::telemetry::install();
-    let grace = config.shutdown_grace;
-    let listen = config.listen.clone();
-    let gateway = Gateway::new(config)?;
+    let grace = gateway.config.shutdown_grace;
 
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -30,31 +29,39 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = http_proxy_service(&server.configuration, HermesProxy { gateway: gateway.clone() });
+    let mut service = http_proxy_service(&server.configuration, HermesProxy { live: live.clone() });
     service.add_tcp_with_settings(&listen, TcpSocketOptions::default());
     server.add_service(service);
-    server.add_service(pingora::services::background::background_service("health checks", crate::health::Checker(gateway.clone())));
+    server.add_service(pingora::services::background::background_service("health checks", crate::health::Checker(live.clone())));
     log::info!("hermes listening on http://{listen} with {} backend(s)", gateway.config.backends.len());
-    server.run(RunArgs { shutdown_signal: Box::new(GracefulStop { gateway, grace }) });
+    server.run(RunArgs { shutdown_signal: Box::new(GracefulStop { live, grace }) });
     Ok(())
 }
 
 struct GracefulStop {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     grace: Duration,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulStop {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        else {
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                // SIGHUP: re-read the configuration, keep serving either way.
+                _ = hup.recv() => if let Err(why) = self.live.reload() {
+                    log::warn!("SIGHUP reload refused, the running configuration stays: {why}");
+                },
+            }
         }
-        let gateway = self.gateway.clone();
+        let gateway = self.live.clone();
         let deadline = Instant::now() + self.grace;
         log::info!("stopping: {} request(s) in flight, waiting at most {:?}", gateway.in_flight(), self.grace);
         // Pingora stops accepting on GracefulTerminate; this thread ends the process once idle.

@@ -366,3 +366,53 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     let status = hermes.wait_exit(Duration::from_secs(5)).expect("exits once idle, long before the grace period");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn reload_swaps_backends_without_dropping_a_request_and_refuses_bad_configuration() {
+    let a = MockUpstream::start("a", ok_mode());
+    let b = MockUpstream::start("b", ok_mode());
+    let dir = scratch_dir("reload");
+    let env_file = dir.join("hermes.env");
+    let write = |backend: &MockUpstream, name: &str, extra: &str| {
+        let upper = name.to_ascii_uppercase();
+        std::fs::write(
+            &env_file,
+            format!(
+                "HERMES_BACKENDS_ENABLED={name},slow\nBACKEND_{upper}_TYPE=custom\nBACKEND_{upper}_BASE_URL={}\nBACKEND_{upper}_MODELS=m\n\
+                 BACKEND_SLOW_TYPE=sim\nBACKEND_SLOW_MODELS=slow-model\nBACKEND_SLOW_LATENCY_MS=1500\n{extra}",
+                backend.base_url()
+            ),
+        )
+        .unwrap();
+    };
+    write(&a, "a", "");
+    let hermes = Hermes::start(&[], &["--env-file", env_file.to_str().unwrap()]);
+    let chat = format!("{}/v1/chat/completions", hermes.url());
+    let reload = format!("{}/admin/reload", hermes.url());
+    assert_eq!(post_json(&chat, None, &chat_body("m", "hi")).header("x-hermes-backend"), Some("a"));
+
+    // A slow request is in flight while the configuration changes under it.
+    let slow_chat = chat.clone();
+    let slow = std::thread::spawn(move || post_json(&slow_chat, None, &chat_body("slow-model", "take your time")));
+    std::thread::sleep(Duration::from_millis(300));
+    write(&b, "b", "");
+    let r = curl(&["-X", "POST", &reload]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["backends"], serde_json::json!(["b", "slow"]));
+    assert_eq!(post_json(&chat, None, &chat_body("m", "hi")).header("x-hermes-backend"), Some("b"));
+    let slow = slow.join().unwrap();
+    assert_eq!(slow.status, 200, "the in-flight request finished on the old configuration: {}", slow.body);
+
+    // A broken file is refused with the reason; the running configuration keeps serving.
+    write(&a, "a", "BACKEND_A_TIMEOUT=soon\n");
+    let r = curl(&["-X", "POST", &reload]);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_configuration")));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("BACKEND_A_TIMEOUT"));
+    assert_eq!(post_json(&chat, None, &chat_body("m", "hi")).header("x-hermes-backend"), Some("b"));
+
+    // SIGHUP reloads too.
+    write(&a, "a", "");
+    Command::new("kill").arg("-HUP").arg(hermes.child.id().to_string()).status().unwrap();
+    let back_to_a = eventually(Duration::from_secs(3), || post_json(&chat, None, &chat_body("m", "hi")).header("x-hermes-backend") == Some("a"));
+    assert!(back_to_a.is_some(), "{}", hermes.log());
+}
