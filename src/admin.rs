@@ -17,6 +17,7 @@ pub async fn metrics(gateway: &Gateway, session: &mut Session, ex: &mut Exchange
     // Health also changes with time (rests and cooldowns end): read it at scrape time.
     for (i, b) in gateway.config.backends.iter().enumerate() {
         crate::telemetry::set_backend_healthy(&b.name, gateway.health.available(i));
+        crate::telemetry::set_backend_scores(&b.name, b.quality_score, b.speed_score, gateway.health.reliability(i));
     }
     let Some(mut head) = response_head(gateway, ex, 200) else { return };
     let _ = head.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");

@@ -58,6 +58,8 @@ fn describe() {
     describe_counter!("hermes_rate_limited_total", "Requests refused with 429 by Hermes's own limits.");
     describe_counter!("hermes_budget_rejections_total", "Requests refused because their estimated cost exceeded the budget.");
     describe_gauge!("hermes_in_flight_requests", "Requests Hermes is handling now.");
+    describe_gauge!("hermes_backend_score", "The router's current view of a backend, 0..1, by kind: quality, speed, reliability.");
+    describe_counter!("hermes_shadow_requests_total", "Shadow requests sent to a candidate backend, by backend and outcome.");
     counter!("hermes_rate_limited_total").absolute(0);
     counter!("hermes_budget_rejections_total").absolute(0);
 }
@@ -102,6 +104,13 @@ pub fn record_failover(from: &str, to: &str, reason: &'static str) {
 
 pub fn set_backend_healthy(backend: &str, healthy: bool) {
     gauge!("hermes_backend_healthy", "backend" => backend.to_string()).set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// What the router believes of a backend now (0..1 each).
+pub fn set_backend_scores(backend: &str, quality: f64, speed: f64, reliability: f64) {
+    for (kind, v) in [("quality", quality), ("speed", speed), ("reliability", reliability)] {
+        gauge!("hermes_backend_score", "backend" => backend.to_string(), "kind" => kind).set(v);
+    }
 }
 
 pub fn backend_in_flight(backend: &str, delta: f64) {
