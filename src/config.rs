@@ -60,6 +60,8 @@ pub struct Config {
     pub health: HealthPolicy,
     pub routing: RoutingConfig,
     pub max_body_bytes: usize,
+    /// How long a client may take to send its request body.
+    pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub policies: Policies,
 }
@@ -159,6 +161,7 @@ impl Config {
             health,
             max_body_bytes: env.number_or("HERMES_MAX_BODY_BYTES", 10 * 1024 * 1024usize)?,
             shutdown_grace: env.seconds_or("HERMES_SHUTDOWN_GRACE_SECONDS", 10.0)?,
+            body_read_timeout: env.seconds_or("HERMES_BODY_READ_TIMEOUT_SECONDS", 30.0)?,
             policies,
         })
     }

@@ -131,7 +131,7 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     client_limit(gateway, session, ex)?;
     let hints = hints(session)?;
     ex.debug = header(session, "x-hermes-debug").is_some_and(|v| v != "0" && v != "false");
-    let raw = read_body(session, gateway.config.max_body_bytes).await?;
+    let raw = read_body(session, gateway.config.max_body_bytes, gateway.config.body_read_timeout).await?;
     let request = openai::parse_request(endpoint, &raw)?;
     let job = gateway.classify(&request);
     ex.job_type = Some(job.job_type);

@@ -63,6 +63,10 @@ impl ApiError {
         ApiError::new(405, "invalid_request_error", Some("method_not_allowed"), format!("{method} is not allowed on {path}."))
     }
 
+    pub fn request_timeout(within: std::time::Duration) -> ApiError {
+        ApiError::new(408, "invalid_request_error", Some("request_timeout"), format!("The request body did not arrive within {}s (HERMES_BODY_READ_TIMEOUT_SECONDS).", within.as_secs_f64()))
+    }
+
     pub fn body_too_large(limit: usize) -> ApiError {
         ApiError::new(413, "invalid_request_error", Some("request_too_large"), format!("The request body is larger than the limit of {limit} bytes (HERMES_MAX_BODY_BYTES)."))
     }

@@ -172,7 +172,7 @@ pub async fn send_error(gateway: &Gateway, session: &mut Session, ex: &mut Excha
             let _ = head.insert_header("x-ratelimit-reset-requests", format!("{s}s"));
         }
     }
-    if err.status == 413 {
+    if err.status == 413 || err.status == 408 {
         // The body was never read: the connection cannot be reused.
         let _ = head.insert_header("connection", "close");
         session.set_keepalive(None);
@@ -181,7 +181,9 @@ pub async fn send_error(gateway: &Gateway, session: &mut Session, ex: &mut Excha
 }
 
 /// The request body, refused with 413 from Content-Length alone when it is too large.
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+/// A client has `within` to send its whole body; one that trickles or stalls frees its slot.
+pub async fn read_body(session: &mut Session, limit: usize, within: Duration) -> Result<Bytes, ApiError> {
+    let deadline = tokio::time::Instant::now() + within;
     let declared = session
         .req_header()
         .headers
@@ -201,7 +203,11 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Api
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
     loop {
-        match session.read_request_body().await {
+        let Ok(read) = tokio::time::timeout_at(deadline, session.read_request_body()).await else {
+            session.set_keepalive(None);
+            return Err(ApiError::request_timeout(within));
+        };
+        match read {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::body_too_large(limit));
