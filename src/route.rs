@@ -477,6 +477,38 @@ mod tests {
     }
 
     #[test]
+    fn least_loaded_and_weighted_balancing() {
+        let cfg = config(&[
+            ("BACKEND_HOME2_TYPE", "local"),
+            ("BACKEND_HOME2_HOST", "127.0.0.2"),
+            ("HERMES_BACKENDS_ENABLED", "home,cheap,premium,home2"),
+            ("HERMES_LOAD_BALANCING_ENABLED", "true"),
+            ("HERMES_LOAD_BALANCING_STRATEGY", "least_loaded"),
+        ]);
+        let j = job(JobType::General);
+        let offers: Vec<Offer<'_>> = cfg
+            .backends
+            .iter()
+            .map(|b| Offer { config: b, models: &b.models, available: true, reliability: 1.0, quality: b.quality_score, speed: b.speed_score, in_flight: if b.name == "home" { 5 } else { 0 } })
+            .collect();
+        let settings = Settings { routing: &cfg.routing, primary: None, fallback: None };
+        let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &DICE).unwrap();
+        assert_eq!(order(&d, &cfg)[0], "home2", "the less busy of two equals goes first");
+
+        let cfg = config(&[
+            ("BACKEND_HOME2_TYPE", "local"),
+            ("BACKEND_HOME2_HOST", "127.0.0.2"),
+            ("HERMES_BACKENDS_ENABLED", "home,cheap,premium,home2"),
+            ("HERMES_LOAD_BALANCING_ENABLED", "true"),
+            ("HERMES_LOAD_BALANCING_STRATEGY", "weighted"),
+            ("HERMES_BACKEND_WEIGHTS", "home:0.9,home2:0.1"),
+        ]);
+        let first = |roll| order(&decide(&cfg, ask("auto", &j, Criteria::CostFirst), &[], Dice { roll, turn: 0 }).unwrap(), &cfg)[0].clone();
+        assert_eq!(first(0.5), "home");
+        assert_eq!(first(0.95), "home2", "the top 10% of rolls go to the 0.1 weight");
+    }
+
+    #[test]
     fn capabilities_and_context_filter() {
         let cfg = config(&[("BACKEND_HOME_CAPABILITIES", "text_generation"), ("BACKEND_CHEAP_CONTEXT_LENGTH", "1200")]);
         let code = job(JobType::CodeGeneration);
