@@ -72,8 +72,11 @@ measure() {
 import re, sys
 text = open(sys.argv[1]).read()
 def us(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    if not m:
+        sys.exit(f"unreadable wrk output:\n{text}")
+    n, unit = m.groups()
+    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
 p50 = us(re.search(r"50%\s+(\S+)", text).group(1))
 p99 = us(re.search(r"99%\s+(\S+)", text).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))

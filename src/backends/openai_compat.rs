@@ -3,6 +3,7 @@
 
 use super::{describe, model_ids, request_failed, AttemptError, Backend, Call, Reply};
 use crate::config::{BackendConfig, BackendKind};
+use crate::openai::Endpoint;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -11,11 +12,16 @@ use serde_json::Value;
 pub struct OpenAiCompat {
     config: BackendConfig,
     client: reqwest::Client,
+    /// Endpoint URLs parsed once, not per request.
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
 }
 
 impl OpenAiCompat {
     pub fn new(config: BackendConfig, client: reqwest::Client) -> OpenAiCompat {
-        OpenAiCompat { config, client }
+        let url = |e: Endpoint| reqwest::Url::parse(&format!("{}{}", config.base_url, e.path())).ok();
+        let (chat_url, embeddings_url) = (url(Endpoint::ChatCompletions), url(Endpoint::Embeddings));
+        OpenAiCompat { config, client, chat_url, embeddings_url }
     }
 }
 
@@ -26,7 +32,11 @@ impl Backend for OpenAiCompat {
     }
 
     async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError> {
-        let url = format!("{}{}", self.config.base_url, call.request.endpoint.path());
+        let url = match call.request.endpoint {
+            Endpoint::ChatCompletions => self.chat_url.clone(),
+            Endpoint::Embeddings => self.embeddings_url.clone(),
+        }
+        .ok_or_else(|| AttemptError::Broken("the backend's base URL is not a URL".into()))?;
         let body = match self.config.kind {
             BackendKind::OpenAi => completion_tokens_field(call.body, call.model),
             _ => call.body,
