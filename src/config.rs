@@ -197,6 +197,16 @@ impl Config {
             self.failover.max_attempts,
             self.failover.max_delay
         );
+        let r = &self.routing;
+        let _ = writeln!(out, "routing           {} by default, at most {}¢ a job, min quality {}", r.criteria.as_str(), r.max_cost_per_job_cents, r.min_quality);
+        let mut jobs: Vec<String> = r.job_type_backends.iter().map(|(j, b)| format!("{} → {b}", j.as_str())).collect();
+        jobs.sort();
+        let _ = writeln!(out, "job-type routing  {}", if jobs.is_empty() { "off".to_string() } else { jobs.join(", ") });
+        let _ = writeln!(out, "load balancing    {}", r.balancing.map_or("off".to_string(), |b| format!("{b:?}")));
+        let mut shares: Vec<String> = r.traffic_shares.iter().map(|(b, s)| format!("{b} {:.0}%", s * 100.0)).collect();
+        shares.sort();
+        let _ = writeln!(out, "traffic shares    {}", if shares.is_empty() { "none".to_string() } else { shares.join(", ") });
+        let _ = writeln!(out, "client limit      {}", r.client_rate_limit.map_or("none".to_string(), |n| format!("{n} requests/minute per key")));
         let _ = writeln!(out, "backends:");
         for b in &self.backends {
             let _ = writeln!(
