@@ -321,17 +321,15 @@ async fn deliver(
         return Ok(());
     }
     gateway.record_outcome(backend, true);
-    {
-        account(gateway, ex, usage_from_json(&body));
-        if let Some(key) = relay.cache_key {
-            let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
-            let answer = CachedAnswer { backend, model: ex.model.clone().unwrap_or_default(), content_type, body: body.clone() };
-            gateway.cache.put(key, answer).await;
-        }
-        if let Some(shadow) = relay.shadow {
-            let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text: answer_text(&body) };
-            crate::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
-        }
+    account(gateway, ex, usage_from_json(&body));
+    if let Some(key) = relay.cache_key {
+        let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+        let answer = CachedAnswer { backend, model: ex.model.clone().unwrap_or_default(), content_type, body: body.clone() };
+        gateway.cache.put(key, answer).await;
+    }
+    if let Some(shadow) = relay.shadow {
+        let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text: answer_text(&body) };
+        crate::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
     }
     let Some(mut head) = relay_head(gateway, ex, &reply) else { return Ok(()) };
     if let Some(cost) = ex.cost_cents {
