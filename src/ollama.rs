@@ -137,6 +137,17 @@ fn usage(v: &Value) -> Value {
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
+/// The stream's usage: OpenAI's usage chunk when the client asked for it; otherwise an SSE
+/// comment, which clients ignore and Hermes reads for its token and cost accounting.
+pub fn usage_event(id: &str, model: &str, created: u64, include_usage: bool, usage: Value, out: &mut Vec<u8>) {
+    if include_usage {
+        let u = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage});
+        out.extend_from_slice(format!("data: {u}\n\n").as_bytes());
+    } else {
+        out.extend_from_slice(format!("{}{usage}\n\n", crate::sse::USAGE_COMMENT).as_bytes());
+    }
+}
+
 /// A whole (non-streamed) Ollama answer as an OpenAI chat completion.
 pub fn chat_response(ollama: &Value, id: &str, model: &str, created: u64) -> Value {
     let msg = &ollama["message"];
@@ -234,11 +245,7 @@ impl NdjsonToSse {
             self.done = true;
             let reason = finish_reason(v.get("done_reason").and_then(Value::as_str), self.tools_sent > 0);
             self.chunk(json!({}), Some(reason), out);
-            if self.include_usage {
-                let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                               "choices": [], "usage": usage(&v)});
-                out.extend_from_slice(format!("data: {u}\n\n").as_bytes());
-            }
+            usage_event(&self.id, &self.model, self.created, self.include_usage, usage(&v), out);
             out.extend_from_slice(b"data: [DONE]\n\n");
         }
         Ok(())
@@ -302,6 +309,11 @@ mod tests {
         assert!(e.message.contains("try pulling it first"));
         let mut t = NdjsonToSse::new("c".into(), "m".into(), 0, false);
         assert!(t.feed(b"{\"error\":\"out of memory\"}\n").unwrap_err().contains("out of memory"));
+        // Without include_usage the usage still travels, as a comment clients ignore.
+        let mut t = NdjsonToSse::new("c".into(), "m".into(), 0, false);
+        let text = String::from_utf8(t.feed(NDJSON.as_bytes()).unwrap()).unwrap();
+        assert!(text.contains(": usage {\"prompt_tokens\":26,\"completion_tokens\":2,\"total_tokens\":28}\n\n"), "{text}");
+        assert!(!text.contains("\"choices\":[]"));
     }
 
     #[test]

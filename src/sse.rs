@@ -16,6 +16,9 @@ struct WithUsage {
     usage: Option<Usage>,
 }
 
+/// The SSE comment that carries a translated stream's usage when the client did not ask for it.
+pub const USAGE_COMMENT: &str = ": usage ";
+
 /// Usage from a whole (non-streamed) JSON answer.
 pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<WithUsage>(body).ok()?.usage
@@ -52,6 +55,12 @@ impl SseScanner {
 
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(json) = line.strip_prefix(USAGE_COMMENT.as_bytes()) {
+            if let Ok(u) = serde_json::from_slice::<Usage>(json) {
+                self.usage = Some(u);
+            }
+            return;
+        }
         let Some(data) = line.strip_prefix(b"data:") else { return };
         let data = data.strip_prefix(b" ").unwrap_or(data);
         self.data_events += 1;
@@ -165,6 +174,14 @@ data: [DONE]\n\n";
                 ]
             );
         }
+    }
+
+    #[test]
+    fn usage_comments_are_read_but_are_not_data() {
+        let mut s = SseScanner::default();
+        s.feed(b": usage {\"prompt_tokens\":5,\"completion_tokens\":9,\"total_tokens\":14}\n\n");
+        assert_eq!(s.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 9 }));
+        assert_eq!(s.data_events, 0);
     }
 
     #[test]

@@ -141,6 +141,22 @@ fn every_backend_type_answers_through_the_openai_sdk() {
     assert_eq!(direct["options"]["num_predict"], 64);
     assert_eq!(direct["messages"][0]["role"], "system");
 
+    // A stream whose client did not ask for usage is still counted: the translated stream
+    // carries it in an SSE comment that clients ignore.
+    let output_tokens = || -> u64 {
+        let m = curl(&[&format!("{}/metrics", hermes.url())]).body;
+        m.lines()
+            .find(|l| l.starts_with(r#"hermes_tokens_total{backend="claude",model="claude-3-5-sonnet-latest",direction="output"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = output_tokens();
+    let body = serde_json::json!({"model": "claude-3-5-sonnet-latest", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = post_json(&format!("{}/v1/chat/completions", hermes.url()), None, &body.to_string());
+    assert!(r.body.ends_with("data: [DONE]\n\n") && !r.body.contains(r#""choices":[]"#), "{}", r.body);
+    assert_eq!(output_tokens(), before + 9, "the mock reports 9 output tokens");
+
     // Discovered models join the configured ones; /admin/backends shows them all healthy.
     let models: Vec<String> = curl(&[&format!("{}/v1/models", hermes.url())]).json()["data"]
         .as_array()

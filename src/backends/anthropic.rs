@@ -308,11 +308,7 @@ impl StreamTranslator {
                 Some("message_delta") => {
                     let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
                     self.chunk(json!({}), Some(finish_reason(v["delta"]["stop_reason"].as_str())), &mut out);
-                    if self.include_usage {
-                        let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                                       "choices": [], "usage": usage(self.input_tokens, output)});
-                        out.extend_from_slice(format!("data: {u}\n\n").as_bytes());
-                    }
+                    crate::ollama::usage_event(&self.id, &self.model, self.created, self.include_usage, usage(self.input_tokens, output), &mut out);
                 }
                 Some("message_stop") => out.extend_from_slice(b"data: [DONE]\n\n"),
                 Some("error") => return Err(format!("Anthropic: {}", v["error"]["message"].as_str().unwrap_or("stream error"))),
