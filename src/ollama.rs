@@ -137,6 +137,11 @@ fn usage(v: &Value) -> Value {
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
+/// Ollama's model names from its `/api/tags` answer.
+pub fn tag_names(v: &Value) -> Vec<String> {
+    v["models"].as_array().map(|m| m.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
 /// The stream's usage: OpenAI's usage chunk when the client asked for it; otherwise an SSE
 /// comment, which clients ignore and Hermes reads for its token and cost accounting.
 pub fn usage_event(id: &str, model: &str, created: u64, include_usage: bool, usage: Value, out: &mut Vec<u8>) {

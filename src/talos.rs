@@ -110,7 +110,7 @@ impl Talos {
             return Err(format!("Ollama answered {} to /api/tags", resp.status().as_u16()));
         }
         let v: Value = resp.json().await.map_err(|e| e.to_string())?;
-        Ok(v["models"].as_array().map(|m| m.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect()).unwrap_or_default())
+        Ok(ollama::tag_names(&v))
     }
 
     /// POST to Ollama's `/api/chat`; an unreachable Ollama is a 503 in OpenAI's shape.

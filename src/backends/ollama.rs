@@ -19,11 +19,6 @@ impl Ollama {
     }
 }
 
-/// Ollama's model names from `/api/tags`.
-pub fn tag_names(v: &Value) -> Vec<String> {
-    v["models"].as_array().map(|m| m.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect()).unwrap_or_default()
-}
-
 #[async_trait]
 impl Backend for Ollama {
     fn config(&self) -> &BackendConfig {
@@ -79,6 +74,6 @@ impl Backend for Ollama {
             return Err(format!("GET /api/tags answered {}", resp.status().as_u16()));
         }
         let v: Value = resp.json().await.map_err(|e| describe(&e))?;
-        Ok(tag_names(&v))
+        Ok(wire::tag_names(&v))
     }
 }
