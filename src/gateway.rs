@@ -36,9 +36,6 @@ impl Gateway {
         let registry = Registry::build(&config.backends, &backends::http_client());
         let cooldown = config.health.auto_recovery.then_some(config.health.interval);
         let health = HealthBoard::new(config.backends.len(), config.health.unhealthy_threshold, cooldown);
-        for b in &config.backends {
-            crate::telemetry::set_backend_healthy(&b.name, true);
-        }
         let catalog = Catalog::new(config.backends.iter().map(|b| b.models.clone()).collect());
         let backend_in_flight = config.backends.iter().map(|_| AtomicUsize::new(0)).collect();
         let classifier = Classifier::new(&config.policies.vocabulary).map_err(|e| format!("policies/classify.toml: {e}"))?;
@@ -134,14 +131,14 @@ impl Gateway {
         self.health.last_check(backend)
     }
 
-    /// Apply a health mark; log and export a change between in and out of rotation.
+    /// Apply a health mark; log a change between in and out of rotation (the gauge is read at
+    /// scrape time, since rests and cooldowns also end with time alone).
     fn health_changes(&self, backend: usize, mark: impl FnOnce(&HealthBoard)) {
         let before = self.health.available(backend);
         mark(&self.health);
         let after = self.health.available(backend);
         if before != after {
             if let Some(b) = self.config.backends.get(backend) {
-                crate::telemetry::set_backend_healthy(&b.name, after);
                 log::warn!("backend {} is now {}", b.name, self.health.status(backend).as_str());
             }
         }
