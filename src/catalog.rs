@@ -2,17 +2,23 @@
 //! reports at each health check. Swapped atomically so routing reads it without locks.
 
 use arc_swap::ArcSwap;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 pub struct Catalog {
     configured: Vec<Vec<String>>,
     lists: Vec<ArcSwap<Vec<String>>>,
+    /// Every model served anywhere, for the per-request label check (lists may hold hundreds).
+    known: ArcSwap<HashSet<String>>,
+    /// Serialises rebuilding `known`, as checks report concurrently.
+    rebuilding: Mutex<()>,
 }
 
 impl Catalog {
     pub fn new(configured: Vec<Vec<String>>) -> Catalog {
         let lists = configured.iter().map(|c| ArcSwap::from_pointee(c.clone())).collect();
-        Catalog { configured, lists }
+        let known = ArcSwap::from_pointee(configured.iter().flatten().cloned().collect());
+        Catalog { configured, lists, known, rebuilding: Mutex::new(()) }
     }
 
     /// Backend `i`'s models; configured ones first, so `auto` keeps asking for the configured default.
@@ -29,13 +35,15 @@ impl Catalog {
         let mut merged = configured.clone();
         merged.extend(reported.iter().filter(|m| !configured.contains(m)).cloned());
         if **list.load() != merged {
+            let _guard = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
             list.store(Arc::new(merged));
+            self.known.store(Arc::new(self.lists.iter().flat_map(|l| l.load().iter().cloned().collect::<Vec<_>>()).collect()));
         }
     }
 
     /// Served somewhere: fit to be a metric label.
     pub fn is_known(&self, model: &str) -> bool {
-        self.lists.iter().any(|l| l.load().iter().any(|m| m == model))
+        self.known.load().contains(model)
     }
 }
 
