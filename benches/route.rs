@@ -27,7 +27,8 @@ fn gateway() -> std::sync::Arc<Gateway> {
         ("BACKEND_CLAUDE_MODELS", "claude-3-5-sonnet-latest"),
     ]);
     let config = Config::from_env(&env, Policies::builtin(), false).expect("bench config");
-    Gateway::new(config, Default::default()).expect("bench gateway")
+    let shared = hermes::gateway::Shared::ephemeral(&config);
+    Gateway::new(config, shared).expect("bench gateway")
 }
 
 const SHORT: &str = r#"{"model":"auto","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a Python function that merges two sorted lists and explain its complexity."}],"temperature":0.2}"#;

@@ -1,8 +1,13 @@
-//! Hermes's own endpoints: liveness, metrics, the model list, and `/admin/*` for operators.
+//! Hermes's own endpoints: liveness, metrics, the model list, ratings (`/feedback`), and
+//! `/admin/*` for operators.
 
+use crate::analytics::record::FeedbackRecord;
+use crate::analytics::writer::Event;
+use crate::classify::JobType;
 use crate::gateway::{Gateway, Live};
+use crate::learn::Priors;
 use crate::openai::ApiError;
-use crate::proxy::{bearer, response_head, send_error, send_json, send_whole, Exchange};
+use crate::proxy::{bearer, read_body, response_head, send_error, send_json, send_whole, Exchange};
 use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::json;
@@ -18,7 +23,11 @@ pub async fn metrics(gateway: &Gateway, session: &mut Session, ex: &mut Exchange
     for (i, b) in gateway.config.backends.iter().enumerate() {
         crate::telemetry::set_backend_healthy(&b.name, gateway.health.available(i));
         crate::telemetry::set_backend_scores(&b.name, b.quality_score, b.speed_score, gateway.health.reliability(i));
+        for (job, e) in learned(gateway, i) {
+            crate::telemetry::set_learned_scores(&b.name, job.as_str(), e.quality, e.speed, e.reliability);
+        }
     }
+    crate::telemetry::set_analytics_queue(gateway.analytics().queued());
     let Some(mut head) = response_head(gateway, ex, 200) else { return };
     let _ = head.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     send_whole(session, ex, 200, head, Bytes::from(crate::telemetry::render())).await;
@@ -80,10 +89,22 @@ pub async fn backends(gateway: &Gateway, session: &mut Session, ex: &mut Exchang
                 "timeout_seconds": b.timeout.as_secs_f64(),
                 "price_per_mtok": {"input": b.price.input_per_mtok, "output": b.price.output_per_mtok, "free": !b.kind.is_paid()},
                 "scores": {"quality": b.quality_score, "speed": b.speed_score, "source": "configured prior"},
+                "learned": learned(gateway, i)
+                    .map(|(job, e)| (job.as_str().to_string(), json!({"quality": e.quality, "speed": e.speed, "reliability": e.reliability})))
+                    .collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();
     send_json(gateway, session, ex, 200, Bytes::from(json!({"backends": list}).to_string())).await;
+}
+
+/// What the learner believes of a backend, for each job type it has evidence on.
+fn learned(gateway: &Gateway, i: usize) -> impl Iterator<Item = (JobType, crate::learn::Estimate)> + '_ {
+    let b = &gateway.config.backends[i];
+    let models = gateway.catalog.models(i);
+    let model = models.first().cloned().unwrap_or_else(|| "auto".to_string());
+    let prior = Priors { quality: b.quality_score, speed: b.speed_score, reliability: gateway.health.reliability(i) };
+    JobType::ALL.into_iter().map(move |job| (job, gateway.learner().belief(job, &b.name, &model, prior))).filter(|(_, e)| e.evidence)
 }
 
 /// POST /admin/reload: the new configuration, or why it was refused (the old one keeps serving).
@@ -99,5 +120,98 @@ pub async fn reload(gateway: &Gateway, live: &Live, session: &mut Session, ex: &
             e.code = Some("invalid_configuration");
             send_error(gateway, session, ex, &e).await;
         }
+    }
+}
+
+/// Small JSON bodies for Hermes's own endpoints: at most 64 KiB, within 10 s.
+async fn small_json(session: &mut Session) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let raw = read_body(session, 64 * 1024, std::time::Duration::from_secs(10)).await?;
+    match serde_json::from_slice(&raw) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(ApiError::invalid_json()),
+    }
+}
+
+/// POST /feedback `{"request_id", "rating": 1-5, "comment"?}`: a person's verdict on an answer.
+/// It moves the learner at once and lands in `backend_performance.user_satisfaction`.
+pub async fn feedback(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    match rate(gateway, session).await {
+        Ok(body) => send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await,
+        Err(e) => send_error(gateway, session, ex, &e).await,
+    }
+}
+
+async fn rate(gateway: &Gateway, session: &mut Session) -> Result<serde_json::Value, ApiError> {
+    let body = small_json(session).await?;
+    let request_id = match body.get("request_id") {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => return Err(ApiError::bad_request("`request_id` must be the x-hermes-request-id of an answer.", Some("request_id"))),
+    };
+    let rating = match body.get("rating").and_then(serde_json::Value::as_f64) {
+        Some(r) if r.fract() == 0.0 && (1.0..=5.0).contains(&r) => r as u8,
+        _ => return Err(ApiError::bad_request("`rating` must be a whole number from 1 to 5.", Some("rating"))),
+    };
+    let comment = match body.get("comment") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(c)) => Some(c.chars().take(2000).collect::<String>()),
+        Some(_) => return Err(ApiError::bad_request("`comment` must be a string.", Some("comment"))),
+    };
+    let learner = gateway.learner();
+    let served = match learner.lookup(&request_id) {
+        Some(s) => Some(s),
+        None => gateway.analytics().lookup(&request_id).await,
+    };
+    let Some(served) = served else {
+        return Err(ApiError::not_found(
+            format!("No answered request has the id '{request_id}'."),
+            "request_id",
+            "request_not_found",
+        ));
+    };
+    let reply = json!({
+        "status": "recorded",
+        "request_id": request_id,
+        "rating": rating,
+        "backend": served.backend,
+        "model": served.model,
+        "job_type": served.job_type.as_str(),
+    });
+    learner.rate(&request_id, served, rating);
+    let record = FeedbackRecord { request_id, rating, comment, at: std::time::SystemTime::now() };
+    if !gateway.analytics().offer(Event::Feedback(record)) {
+        log::warn!("a rating was learned but could not be queued for the analytics file");
+    }
+    Ok(reply)
+}
+
+/// GET /admin/stats: the learned table, per job type and backend.
+pub async fn stats(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    let body = json!({
+        "rows": gateway.learner().table(),
+        "explore_margin": crate::route::EXPLORE_MARGIN,
+        "analytics": {"path": gateway.config.db_path.display().to_string(), "queued": gateway.analytics().queued()},
+    });
+    send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await;
+}
+
+/// POST /admin/compare `{"prompt", "backends": [...]}`: the same prompt to each backend.
+pub async fn compare(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    let result = async {
+        let body = small_json(session).await?;
+        let prompt = body.get("prompt").and_then(|p| p.as_str()).filter(|p| !p.trim().is_empty());
+        let prompt = prompt.ok_or_else(|| ApiError::bad_request("`prompt` must be a non-empty string.", Some("prompt")))?.to_string();
+        let names: Vec<String> = match body.get("backends") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(_) => return Err(ApiError::bad_request("`backends` must be a list of backend names.", Some("backends"))),
+        };
+        let rows = crate::compare::run(gateway, &prompt, &names).await?;
+        gateway.analytics().offer(Event::Comparison(rows.clone()));
+        Ok::<_, ApiError>(json!({"comparison": rows}))
+    }
+    .await;
+    match result {
+        Ok(body) => send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await,
+        Err(e) => send_error(gateway, session, ex, &e).await,
     }
 }

@@ -64,6 +64,12 @@ pub struct Config {
     pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub policies: Policies,
+    /// HERMES_LOG_CONTENT: store prompts and answers in the analytics file.
+    pub log_content: bool,
+    /// HERMES_RANDOM_SEED: repeatable routing draws (tests, simulations).
+    pub random_seed: Option<u64>,
+    /// HERMES_ANALYTICS_QUEUE: records that may wait for the writer before new ones are dropped.
+    pub analytics_queue: usize,
 }
 
 /// Where the configuration comes from.
@@ -163,6 +169,9 @@ impl Config {
             shutdown_grace: env.seconds_or("HERMES_SHUTDOWN_GRACE_SECONDS", 10.0)?,
             body_read_timeout: env.seconds_or("HERMES_BODY_READ_TIMEOUT_SECONDS", 30.0)?,
             policies,
+            log_content: env.bool_or("HERMES_LOG_CONTENT", false)?,
+            random_seed: env.number("HERMES_RANDOM_SEED")?,
+            analytics_queue: env.number_or("HERMES_ANALYTICS_QUEUE", 65_536usize)?.max(1),
         })
     }
 
@@ -183,7 +192,13 @@ impl Config {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(out, "listen            {}", self.listen);
-        let _ = writeln!(out, "analytics         {}", self.db_path.display());
+        let _ = writeln!(
+            out,
+            "analytics         {} (content {}, queue {})",
+            self.db_path.display(),
+            if self.log_content { "stored" } else { "not stored" },
+            self.analytics_queue
+        );
         let _ = writeln!(
             out,
             "client auth       {}",

@@ -2,6 +2,7 @@
 //! over between backends and relays the winner's answer (streams chunk by chunk).
 
 use crate::admin;
+use crate::analytics::record::{AttemptRecord, SelectionRecord};
 use crate::backends::{AttemptError, Call, Reply};
 use crate::gateway::{Gateway, Live};
 use crate::openai::{self, ApiError, ApiRequest, Endpoint};
@@ -35,21 +36,34 @@ pub async fn handle(gateway: &Arc<Gateway>, live: &Live, session: &mut Session, 
             }
             return admin::models(gateway, session, ex).await;
         }
-        ("GET", "/admin/backends") | ("POST", "/admin/reload") => {
+        ("POST", "/feedback") => {
+            if let Err(e) = authorize(gateway, session) {
+                return send_error(gateway, session, ex, &e).await;
+            }
+            return admin::feedback(gateway, session, ex).await;
+        }
+        ("GET", "/admin/backends") | ("POST", "/admin/reload") | ("GET", "/admin/stats") | ("POST", "/admin/compare") => {
             if let Err(e) = admin::authorize(gateway, session) {
                 return send_error(gateway, session, ex, &e).await;
             }
             return match path.as_str() {
                 "/admin/reload" => admin::reload(gateway, live, session, ex).await,
+                "/admin/stats" => admin::stats(gateway, session, ex).await,
+                "/admin/compare" => admin::compare(gateway, session, ex).await,
                 _ => admin::backends(gateway, session, ex).await,
             };
         }
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics" | "/admin/backends" | "/admin/reload") => {
+        (
+            _,
+            "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics" | "/feedback" | "/admin/backends" | "/admin/reload"
+            | "/admin/stats" | "/admin/compare",
+        ) => {
             return send_error(gateway, session, ex, &ApiError::method_not_allowed(&method, &path)).await
         }
         _ => return send_error(gateway, session, ex, &ApiError::unknown_path(&method, &path)).await,
     };
     ex.routed = true;
+    ex.endpoint = endpoint.path();
     if let Err(e) = forward(gateway, session, ex, endpoint).await {
         send_error(gateway, session, ex, &e).await;
     }
@@ -133,8 +147,14 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     ex.debug = header(session, "x-hermes-debug").is_some_and(|v| v != "0" && v != "false");
     let raw = read_body(session, gateway.config.max_body_bytes, gateway.config.body_read_timeout).await?;
     let request = openai::parse_request(endpoint, &raw)?;
+    ex.model_requested = Some(request.model.clone());
+    ex.stream = request.stream;
+    if gateway.config.log_content {
+        ex.prompt = request.body.get("messages").or_else(|| request.body.get("input")).map(|v| v.to_string());
+    }
     let job = gateway.classify(&request);
     ex.job_type = Some(job.job_type);
+    ex.complexity = Some(job.complexity);
     let routing = &gateway.config.routing;
     let local_only = hints.local_only || job.personal_data.is_some();
     let ask = Ask {
@@ -151,7 +171,14 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
             metrics::counter!("hermes_budget_rejections_total").increment(1);
         }
     })?;
-    ex.reason = Some(decision.reason.clone());
+    let name = |i: usize| gateway.config.backends[i].name.clone();
+    ex.selection = Some(SelectionRecord {
+        criteria: ask.criteria.as_str(),
+        candidates: decision.candidates.iter().map(|c| (name(c.backend), c.model.clone(), c.estimated_cost_cents)).collect(),
+        reasoning: decision.reason,
+        confidence: decision.confidence,
+        rejected: decision.rejected,
+    });
 
     let cache_key = gateway.cache.key(&request, &raw, &[hints.pinned.as_deref(), hints.criteria.map(Criteria::as_str), local_only.then_some("local")]);
     if let Some(hit) = match cache_key {
@@ -208,6 +235,7 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         };
         gateway.backend_started(candidate.backend, -1);
         ex.upstream_time += began.elapsed();
+        ex.tries.push(attempt_record(ex, &cfg.name, &candidate.model, began.elapsed(), outcome.as_ref().err()));
         match outcome {
             Ok(()) => return Ok(()),
             Err(f) => {
@@ -229,6 +257,33 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         return Err(ApiError::rate_limited(format!("Every backend that could answer is busy: {}.", tried.join("; ")), wait));
     }
     Err(ApiError::no_backend_answered(&tried, !tried.is_empty()))
+}
+
+/// One try for the analytics: the answer's status, or the failure. A request's own 4xx, a busy
+/// 429 and a client that left say nothing about the backend (success is None).
+fn attempt_record(ex: &Exchange, backend: &str, model: &str, elapsed: Duration, failure: Option<&Failure>) -> AttemptRecord {
+    let (status, success, error, ttft) = match failure {
+        Some(f) => (None, (f.reason != "rate_limited").then_some(false), Some(f.detail.clone()), None),
+        None => {
+            let success = match ex.status {
+                200..=299 => Some(true),
+                400..=499 => None,
+                _ => Some(false),
+            };
+            (Some(ex.status), success, ex.error.clone(), ex.ttft)
+        }
+    };
+    AttemptRecord {
+        backend: backend.to_string(),
+        model: model.to_string(),
+        elapsed,
+        ttft,
+        status,
+        success,
+        error,
+        tokens: failure.is_none().then(|| ex.usage.map(|u| u.prompt_tokens + u.completion_tokens)).flatten(),
+        cost_cents: if failure.is_none() { ex.cost_cents } else { None },
+    }
 }
 
 /// What the relay of a winning answer needs beyond the answer itself.
@@ -285,7 +340,7 @@ async fn deliver(
         // Nothing is committed to the client until a first data event: comments, keep-alives
         // and errors before it still fail over.
         let mut scanner = SseScanner::default();
-        if relay.shadow.is_some() {
+        if relay.shadow.is_some() || gateway.config.log_content {
             scanner.text = Some(String::new());
         }
         let mut held = Vec::new();
@@ -322,6 +377,9 @@ async fn deliver(
     }
     gateway.record_outcome(backend, true);
     account(gateway, ex, usage_from_json(&body));
+    if gateway.config.log_content {
+        ex.answer = Some(answer_text(&body));
+    }
     if let Some(key) = relay.cache_key {
         let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
         let answer = CachedAnswer { backend, model: ex.model.clone().unwrap_or_default(), content_type, body: body.clone() };
@@ -447,6 +505,7 @@ async fn relay_stream(
         gateway.record_outcome(backend, false);
         let name = &gateway.config.backends[backend].name;
         log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);
+        ex.error = Some(format!("the stream broke after the first byte: {why}"));
         let err = ApiError {
             status: 502,
             message: format!("The stream from backend {name} broke off: {why}."),
@@ -458,13 +517,12 @@ async fn relay_stream(
         let event = format!("event: error\ndata: {}\n\n", err.to_value());
         let _ = session.write_response_body(Some(Bytes::from(event)), false).await;
     } else if let Some(shadow) = relay.shadow {
-        let primary = Primary {
-            backend: gateway.config.backends[backend].name.clone(),
-            status: reply.status,
-            elapsed: ex.started.elapsed(),
-            text: scanner.text.take().unwrap_or_default(),
-        };
+        let text = scanner.text.clone().unwrap_or_default();
+        let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text };
         crate::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
+    }
+    if gateway.config.log_content {
+        ex.answer = scanner.text.take();
     }
     let _ = session.write_response_body(None, true).await;
 }

@@ -1,11 +1,15 @@
 //! The running gateway's shared state: configuration, backends, health, and the in-flight count
-//! that shutdown waits on.
+//! that shutdown waits on. What outlives a reload (the learner, the analytics writer, the
+//! in-flight count) lives in [`Shared`].
 
+use crate::analytics::record::BackendRecord;
+use crate::analytics::Analytics;
 use crate::backends::{self, Registry};
 use crate::catalog::Catalog;
 use crate::classify::{Classification, Classifier};
 use crate::config::{Config, Sources};
 use crate::health::{CheckResult, HealthBoard};
+use crate::learn::{Learner, Priors};
 use crate::limits::Limits;
 use crate::openai::ApiError;
 use crate::route::{self, Ask, Decision, Dice, Offer, Settings};
@@ -25,14 +29,36 @@ pub struct Gateway {
     pub model_list: moka::future::Cache<(), bytes::Bytes>,
     /// Requests at each backend now.
     backend_in_flight: Vec<AtomicUsize>,
-    /// Shared by every generation of the gateway, so shutdown sees requests of all of them.
-    in_flight: Arc<AtomicUsize>,
+    pub shared: Shared,
     /// Round-robin position.
     turns: AtomicU64,
 }
 
+/// What every generation of the gateway shares: shutdown sees requests of all of them, and what
+/// was learned survives a reload.
+#[derive(Clone)]
+pub struct Shared {
+    pub in_flight: Arc<AtomicUsize>,
+    pub learner: Arc<Learner>,
+    pub analytics: Analytics,
+}
+
+impl Shared {
+    /// Open the analytics file and seed the learner from it.
+    pub fn open(config: &Config) -> Result<Shared, String> {
+        let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue)?;
+        let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
+        Ok(Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(learner), analytics })
+    }
+
+    /// Nothing remembered and nothing written (tools that only need the routing).
+    pub fn ephemeral(config: &Config) -> Shared {
+        Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(Learner::new(config.random_seed)), analytics: Analytics::disabled() }
+    }
+}
+
 impl Gateway {
-    pub fn new(config: Config, in_flight: Arc<AtomicUsize>) -> Result<Arc<Gateway>, String> {
+    pub fn new(config: Config, shared: Shared) -> Result<Arc<Gateway>, String> {
         let registry = Registry::build(&config.backends, &backends::http_client());
         let cooldown = config.health.auto_recovery.then_some(config.health.interval);
         let health = HealthBoard::new(config.backends.len(), config.health.unhealthy_threshold, cooldown);
@@ -51,31 +77,77 @@ impl Gateway {
             cache,
             model_list: moka::future::Cache::builder().max_capacity(1).time_to_live(std::time::Duration::from_secs(1)).build(),
             backend_in_flight,
-            in_flight,
+            shared,
             turns: AtomicU64::new(0),
         }))
     }
 
+    pub fn learner(&self) -> &Learner {
+        &self.shared.learner
+    }
+
+    pub fn analytics(&self) -> &Analytics {
+        &self.shared.analytics
+    }
+
+    /// The `backends` table rows for this configuration.
+    pub fn backend_records(&self) -> Vec<BackendRecord> {
+        self.config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let config = serde_json::json!({
+                    "base_url": crate::config::redact_url(&b.base_url),
+                    "models": b.models,
+                    "timeout_seconds": b.timeout.as_secs_f64(),
+                    "price_per_mtok": {"input": b.price.input_per_mtok, "output": b.price.output_per_mtok},
+                    "context_length": b.context_length,
+                });
+                BackendRecord {
+                    name: b.name.clone(),
+                    kind: b.kind.as_str(),
+                    is_primary: self.config.primary.as_deref() == Some(b.name.as_str()),
+                    config: config.to_string(),
+                    capabilities: serde_json::Value::from(b.capabilities.clone()).to_string(),
+                    quality: b.quality_score,
+                    speed: b.speed_score,
+                    cost_score: if b.kind.is_paid() { 0.0 } else { 1.0 },
+                    health_status: self.health.status(i).as_str(),
+                }
+            })
+            .collect()
+    }
+
     /// Where this request may run, in order, and why (see `route::choose`).
+    /// Quality, speed and reliability are what the learner makes of the configured priors and
+    /// the results so far for this job type and model.
     pub fn decide(&self, ask: &Ask<'_>) -> Result<Decision, ApiError> {
         let models = self.catalog.all();
+        let learner = self.learner();
         let offers: Vec<Offer<'_>> = self
             .config
             .backends
             .iter()
             .enumerate()
-            .map(|(i, b)| Offer {
-                config: b,
-                models: &models[i],
-                available: self.health.available(i),
-                reliability: self.health.reliability(i),
-                quality: b.quality_score,
-                speed: b.speed_score,
-                in_flight: self.backend_in_flight(i),
+            .map(|(i, b)| {
+                let model = if ask.model == "auto" { models[i].first().map_or("auto", String::as_str) } else { ask.model };
+                let prior = Priors { quality: b.quality_score, speed: b.speed_score, reliability: self.health.reliability(i) };
+                let learned = learner.estimate(ask.job.job_type, &b.name, model, prior);
+                Offer {
+                    config: b,
+                    models: &models[i],
+                    available: self.health.available(i),
+                    reliability: learned.reliability,
+                    quality: learned.quality,
+                    quality_draw: learned.quality_draw,
+                    speed: learned.speed,
+                    in_flight: self.backend_in_flight(i),
+                }
             })
             .collect();
         let settings = Settings { routing: &self.config.routing, primary: self.config.primary.as_deref(), fallback: self.config.fallback.as_deref() };
-        let dice = Dice { roll: fastrand::f64(), turn: self.turns.fetch_add(1, Ordering::Relaxed) };
+        let dice = Dice { roll: learner.roll(), turn: self.turns.fetch_add(1, Ordering::Relaxed) };
         route::choose(ask, &offers, &settings, |i, m| self.config.price(&self.config.backends[i], m), &dice)
     }
 
@@ -109,12 +181,12 @@ impl Gateway {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.shared.in_flight.load(Ordering::Acquire)
     }
 
     /// Counts a request as in flight until the guard drops.
     pub fn enter(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         crate::telemetry::in_flight(1.0);
         InFlight(self.clone())
     }
@@ -159,14 +231,15 @@ impl InFlight {
 pub struct Live {
     current: ArcSwap<Gateway>,
     sources: Sources,
-    in_flight: Arc<AtomicUsize>,
+    shared: Shared,
 }
 
 impl Live {
     pub fn start(config: Config, sources: Sources) -> Result<Arc<Live>, String> {
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let gateway = Gateway::new(config, in_flight.clone())?;
-        Ok(Arc::new(Live { current: ArcSwap::new(gateway), sources, in_flight }))
+        let shared = Shared::open(&config)?;
+        let gateway = Gateway::new(config, shared.clone())?;
+        shared.analytics.offer(crate::analytics::writer::Event::Backends(gateway.backend_records()));
+        Ok(Arc::new(Live { current: ArcSwap::new(gateway), sources, shared }))
     }
 
     pub fn current(&self) -> Arc<Gateway> {
@@ -174,7 +247,12 @@ impl Live {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Everything recorded so far into the file (shutdown); false if `within` ran out.
+    pub fn flush_analytics(&self, within: std::time::Duration) -> bool {
+        self.shared.analytics.flush(within)
     }
 
     /// Re-read `.env` and `policies/`; a bad configuration is refused and the old one keeps serving.
@@ -184,7 +262,11 @@ impl Live {
         if config.listen != old.config.listen {
             log::warn!("HERMES_LISTEN changed to {}: a restart is needed to listen there", config.listen);
         }
-        let gateway = Gateway::new(config, self.in_flight.clone())?;
+        if config.db_path != old.config.db_path {
+            log::warn!("HERMES_DB_PATH changed to {}: a restart is needed to write there", config.db_path.display());
+        }
+        let gateway = Gateway::new(config, self.shared.clone())?;
+        self.shared.analytics.offer(crate::analytics::writer::Event::Backends(gateway.backend_records()));
         self.current.store(gateway.clone());
         log::info!("configuration reloaded: {} backend(s)", gateway.config.backends.len());
         Ok(gateway)
@@ -193,7 +275,7 @@ impl Live {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         crate::telemetry::in_flight(-1.0);
     }
 }

@@ -1,4 +1,5 @@
-//! The `hermes` command: `serve` runs the gateway, `check-config` validates configuration.
+//! The `hermes` command: `serve` runs the gateway, `check-config` validates configuration,
+//! `stats` prints what it has learned, `compare` sends one prompt to several backends.
 
 use clap::{Args, Parser, Subcommand};
 use hermes::config::{Config, Sources};
@@ -19,6 +20,40 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate `.env` and `policies/`; print the resolved backends, models and prices.
     CheckConfig(ConfigArgs),
+    /// The learned table: per job type and backend, jobs, success, latency, cost, rating, share.
+    /// Asks the running gateway (DuckDB allows one writer), else reads the file.
+    Stats(StatsArgs),
+    /// Send one prompt to several backends and compare status, time, cost and answer length.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Read this analytics file directly (the gateway must not be running on it).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Ask the gateway at this address (default: HERMES_LISTEN, then the file at HERMES_DB_PATH).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print JSON rather than a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The prompt every backend gets.
+    prompt: String,
+    /// Comma list of backend names (default: every enabled backend).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Run it on the gateway at this address (default: HERMES_LISTEN when it answers, else here).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -53,6 +88,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(hermes::server::run),
         Command::CheckConfig(args) => args.load().map(|c| print!("{}", c.describe())),
+        Command::Stats(args) => hermes::cli::stats(args.db, args.url, args.json, &args.config.sources()).map(|out| print!("{out}")),
+        Command::Compare(args) => hermes::cli::compare(&args.prompt, &args.backends, args.url, &args.config.sources()).map(|out| print!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

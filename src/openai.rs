@@ -99,6 +99,13 @@ impl ApiError {
         e
     }
 
+    /// 404 for a thing the request names (a request id, a backend) that Hermes does not know.
+    pub fn not_found(message: impl Into<String>, param: &str, code: &'static str) -> ApiError {
+        let mut e = ApiError::new(404, "invalid_request_error", Some(code), message);
+        e.param = Some(param.to_string());
+        e
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "api_error", None, message)
     }

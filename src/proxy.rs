@@ -1,12 +1,14 @@
 //! Pingora glue: every request is answered from `request_filter`, so Hermes owns the attempt loop
 //! (failover, streaming, bodies of any size). Hooks stay short; the work lives in `dispatch`.
 
+use crate::analytics::record::{AttemptRecord, SelectionRecord};
 use crate::classify::JobType;
 use crate::dispatch;
 use crate::gateway::{Gateway, InFlight, Live};
 use crate::openai::ApiError;
 use crate::sse::Usage;
 use crate::telemetry::{self, RequestRecord};
+use crate::outcome;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
@@ -34,8 +36,19 @@ pub struct Exchange {
     pub usage: Option<Usage>,
     pub cost_cents: Option<f64>,
     pub job_type: Option<JobType>,
-    /// The routing decision's account, shown when the client sent `x-hermes-debug`.
-    pub reason: Option<String>,
+    pub complexity: Option<f64>,
+    pub endpoint: &'static str,
+    pub model_requested: Option<String>,
+    pub stream: bool,
+    /// The routing decision; its reasoning is shown when the client sent `x-hermes-debug`.
+    pub selection: Option<SelectionRecord>,
+    /// Every try at a backend, in order.
+    pub tries: Vec<AttemptRecord>,
+    /// What the client was told when the answer is an error.
+    pub error: Option<String>,
+    /// Prompt and answer text, kept only with HERMES_LOG_CONTENT=true.
+    pub prompt: Option<String>,
+    pub answer: Option<String>,
     pub debug: bool,
     /// The client's (limit, remaining) under HERMES_CLIENT_RATE_LIMIT.
     pub rate_limit: Option<(u32, u32)>,
@@ -58,7 +71,15 @@ impl Exchange {
             usage: None,
             cost_cents: None,
             job_type: None,
-            reason: None,
+            complexity: None,
+            endpoint: "",
+            model_requested: None,
+            stream: false,
+            selection: None,
+            tries: Vec::new(),
+            error: None,
+            prompt: None,
+            answer: None,
             debug: false,
             rate_limit: None,
             cache_hit: false,
@@ -117,6 +138,7 @@ impl ProxyHttp for HermesProxy {
             tokens: ex.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
             cost_cents: ex.cost_cents,
         });
+        outcome::remember(&gateway, ex, total);
     }
 }
 
@@ -133,7 +155,7 @@ pub fn response_head(gateway: &Gateway, ex: &Exchange, status: u16) -> Option<Re
     if let Some(j) = ex.job_type {
         let _ = h.insert_header("x-hermes-job-type", j.as_str());
     }
-    if let (true, Some(reason)) = (ex.debug, &ex.reason) {
+    if let (true, Some(reason)) = (ex.debug, ex.selection.as_ref().map(|s| &s.reasoning)) {
         // Header values must be visible ASCII: the reason's ¢ becomes "c".
         let ascii: String = reason.chars().map(|c| if c == '¢' { 'c' } else if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect();
         let _ = h.insert_header("x-hermes-route-reason", ascii);
@@ -164,6 +186,9 @@ pub async fn send_json(gateway: &Gateway, session: &mut Session, ex: &mut Exchan
 }
 
 pub async fn send_error(gateway: &Gateway, session: &mut Session, ex: &mut Exchange, err: &ApiError) {
+    if ex.routed {
+        ex.error = Some(err.message.clone());
+    }
     let Some(mut head) = response_head(gateway, ex, err.status) else { return };
     let _ = head.insert_header("content-type", "application/json");
     if let Some(s) = err.retry_after {

@@ -29,6 +29,8 @@ pub struct Offer<'a> {
     /// 0..1: how reliably it has answered (health, later learned success rate).
     pub reliability: f64,
     pub quality: f64,
+    /// A Thompson sample of quality: candidates too close to call are ordered by it.
+    pub quality_draw: f64,
     pub speed: f64,
     pub in_flight: usize,
 }
@@ -67,6 +69,10 @@ pub struct Decision {
 /// 2% of each other (free is only equal to free), scores within 0.02.
 const EQUAL_COST_SHARE: f64 = 0.02;
 const EQUAL_SCORE: f64 = 0.02;
+/// Candidates that tie on the criterion and whose weighted scores are within this of the
+/// leader's are too close to call: they share traffic by Thompson draws so each keeps earning
+/// evidence. Further apart, the leader always goes first.
+pub const EXPLORE_MARGIN: f64 = 0.03;
 
 pub struct Settings<'a> {
     pub routing: &'a RoutingConfig,
@@ -86,6 +92,8 @@ struct Survivor {
     model: String,
     cost: f64,
     score: f64,
+    /// The score with the drawn quality in place of the believed one.
+    drawn: f64,
     quality: f64,
     speed: f64,
     in_flight: usize,
@@ -134,7 +142,7 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
             rejected.push((c.name.clone(), format!("estimated {cost:.4}¢ is over the {:.4}¢ budget", ask.budget_cents)));
             continue;
         }
-        let s = Survivor { index: i, model, cost, score: 0.0, quality: o.quality, speed: o.speed, in_flight: o.in_flight };
+        let s = Survivor { index: i, model, cost, score: 0.0, drawn: 0.0, quality: o.quality, speed: o.speed, in_flight: o.in_flight };
         if o.available {
             healthy.push(s);
         } else {
@@ -163,9 +171,13 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
 
     score(&mut pool, offers, ask, settings);
     rank(&mut pool, ask.criteria, settings.routing.min_quality);
-    if let Some(strategy) = settings.routing.balancing {
-        balance(&mut pool, ask.criteria, strategy, settings, offers, dice);
-    }
+    let explored = match settings.routing.balancing {
+        Some(strategy) => {
+            balance(&mut pool, ask.criteria, strategy, settings, offers, dice);
+            false
+        }
+        None => explore(&mut pool, ask.criteria),
+    };
     let name = |s: &Survivor| offers[s.index].config.name.as_str();
     let mut pins: Vec<(&str, &'static str)> = Vec::new();
     if !ask.criteria_requested {
@@ -213,6 +225,8 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
     }
     if let Some(by) = pinned_by {
         let _ = write!(reason, "; first choice set by {by}");
+    } else if explored {
+        let _ = write!(reason, "; close scores, order drawn by Thompson sampling");
     }
     if !rejected.is_empty() {
         let _ = write!(reason, "; left out: {}", describe_rejected(&rejected));
@@ -254,14 +268,19 @@ fn score(pool: &mut [Survivor], offers: &[Offer<'_>], ask: &Ask<'_>, settings: &
     for s in pool.iter_mut() {
         let o = &offers[s.index];
         let cheapness = if max_cost > 0.0 { 1.0 - s.cost / max_cost } else { 1.0 };
-        let mut v = s.quality * wq + s.speed * ws + cheapness * wc + o.reliability * wr;
-        if r.prefer_free && o.config.kind.is_local() {
-            v *= 1.2;
-        }
-        if r.prefer_premium && s.quality > 0.9 {
-            v *= 1.1;
-        }
-        s.score = v;
+        let boost = |quality: f64| {
+            let mut b = 1.0;
+            if r.prefer_free && o.config.kind.is_local() {
+                b *= 1.2;
+            }
+            if r.prefer_premium && quality > 0.9 {
+                b *= 1.1;
+            }
+            b
+        };
+        let rest = s.speed * ws + cheapness * wc + o.reliability * wr;
+        s.score = (s.quality * wq + rest) * boost(s.quality);
+        s.drawn = (o.quality_draw * wq + rest) * boost(o.quality_draw);
     }
 }
 
@@ -290,6 +309,19 @@ fn rank(pool: &mut [Survivor], criteria: Criteria, min_quality: f64) {
             }
         })
     });
+}
+
+/// Leaders too close to call (see EXPLORE_MARGIN) go in the order of their drawn scores.
+/// Returns whether the order changed.
+fn explore(pool: &mut [Survivor], criteria: Criteria) -> bool {
+    let Some(first) = pool.first() else { return false };
+    let n = pool.iter().take_while(|s| equal(s, first, criteria) && first.score - s.score <= EXPLORE_MARGIN).count();
+    if n < 2 {
+        return false;
+    }
+    let leader = first.index;
+    pool[..n].sort_by(|a, b| b.drawn.total_cmp(&a.drawn));
+    pool[0].index != leader
 }
 
 /// Among the leaders that tie on the criterion, spread the traffic.
@@ -373,12 +405,41 @@ mod tests {
                 available: !down.contains(&b.name.as_str()),
                 reliability: 1.0,
                 quality: b.quality_score,
+                quality_draw: b.quality_score,
                 speed: b.speed_score,
                 in_flight: 0,
             })
             .collect();
         let settings = Settings { routing: &cfg.routing, primary: cfg.primary.as_deref(), fallback: cfg.fallback.as_deref() };
         choose(&ask, &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &dice)
+    }
+
+    #[test]
+    fn close_candidates_follow_their_draws_and_a_clear_winner_does_not() {
+        let cfg = config(&[
+            ("HERMES_BACKENDS_ENABLED", "twin_a,twin_b"),
+            ("BACKEND_TWIN_A_TYPE", "custom"),
+            ("BACKEND_TWIN_A_HOST", "127.0.0.1"),
+            ("BACKEND_TWIN_B_TYPE", "custom"),
+            ("BACKEND_TWIN_B_HOST", "127.0.0.1"),
+        ]);
+        let j = job(JobType::CodeGeneration);
+        let settings = Settings { routing: &cfg.routing, primary: None, fallback: None };
+        let first = |quality: [f64; 2], draws: [f64; 2]| {
+            let offers: Vec<Offer<'_>> = cfg
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Offer { config: b, models: &b.models, available: true, reliability: 1.0, quality: quality[i], quality_draw: draws[i], speed: 0.8, in_flight: 0 })
+                .collect();
+            let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |_, _| ModelPrice::FREE, &DICE).unwrap();
+            cfg.backends[d.candidates[0].backend].name.clone()
+        };
+        // Equal beliefs: whichever draw is higher goes first, so both keep getting traffic.
+        assert_eq!(first([0.8, 0.8], [0.9, 0.5]), "twin_a");
+        assert_eq!(first([0.8, 0.8], [0.5, 0.9]), "twin_b");
+        // One rated far better: its lead is beyond the margin and no draw overturns it.
+        assert_eq!(first([0.2, 0.9], [0.99, 0.01]), "twin_b");
     }
 
     fn ask<'a>(model: &'a str, job: &'a Classification, criteria: Criteria) -> Ask<'a> {
@@ -489,7 +550,7 @@ mod tests {
         let offers: Vec<Offer<'_>> = cfg
             .backends
             .iter()
-            .map(|b| Offer { config: b, models: &b.models, available: true, reliability: 1.0, quality: b.quality_score, speed: b.speed_score, in_flight: if b.name == "home" { 5 } else { 0 } })
+            .map(|b| Offer { config: b, models: &b.models, available: true, reliability: 1.0, quality: b.quality_score, quality_draw: b.quality_score, speed: b.speed_score, in_flight: if b.name == "home" { 5 } else { 0 } })
             .collect();
         let settings = Settings { routing: &cfg.routing, primary: None, fallback: None };
         let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &DICE).unwrap();

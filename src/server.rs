@@ -1,6 +1,6 @@
 //! Start-up and shutdown: pingora listening on HERMES_LISTEN, and a SIGTERM path that stops
 //! accepting, lets in-flight requests finish (at most HERMES_SHUTDOWN_GRACE_SECONDS) and exits 0
-//! as soon as they have, rather than pingora's fixed upgrade grace period.
+//! as soon as they have (analytics flushed), rather than pingora's fixed upgrade grace period.
 
 use crate::gateway::Live;
 use crate::proxy::HermesProxy;
@@ -72,6 +72,11 @@ impl ShutdownSignalWatch for GracefulStop {
             let left = gateway.in_flight();
             if left > 0 {
                 log::warn!("grace period over with {left} request(s) still in flight");
+            }
+            // Whatever the grace left, the analytics get a moment of their own: nothing accepted is lost.
+            let flush_within = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(2));
+            if !gateway.flush_analytics(flush_within) {
+                log::warn!("analytics were not fully written within {flush_within:?}");
             }
             log::info!("hermes stopped");
             std::process::exit(0);

@@ -1,6 +1,9 @@
 //! Shadow traffic: a share of requests also goes to a candidate backend (policies/routing.toml
-//! `[shadow]`). Its answer is compared with the one the client got and logged; never returned.
+//! `[shadow]`). Its answer is compared with the one the client got, logged and kept in the
+//! `comparisons` table; never returned.
 
+use crate::analytics::record::ComparisonRecord;
+use crate::analytics::writer::Event;
 use crate::backends::Call;
 use crate::gateway::Gateway;
 use crate::openai::ApiRequest;
@@ -71,6 +74,29 @@ pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_
         .await
         .unwrap_or_else(|_| Err("timed out".into()));
         let elapsed = started.elapsed();
+        let row = |backend: &str, model: &str, status: Option<u16>, seconds: f64, chars: usize, similarity: Option<f64>, error: Option<String>| ComparisonRecord {
+            comparison_id: format!("shadow_{request_id}"),
+            source: "shadow".into(),
+            request_id: Some(request_id.clone()),
+            prompt: None,
+            backend: backend.to_string(),
+            model: model.to_string(),
+            status,
+            seconds,
+            cost_cents: None,
+            answer_chars: chars,
+            similarity,
+            error,
+        };
+        let mut rows = vec![row(&primary.backend, &request.model, Some(primary.status), primary.elapsed.as_secs_f64(), primary.text.chars().count(), None, None)];
+        match &outcome {
+            Ok((status, bytes)) => {
+                let text = answer_text(bytes);
+                rows.push(row(&cfg.name, &model, Some(*status), elapsed.as_secs_f64(), text.chars().count(), Some(similarity(&primary.text, &text)), None));
+            }
+            Err(e) => rows.push(row(&cfg.name, &model, None, elapsed.as_secs_f64(), 0, None, Some(e.clone()))),
+        }
+        gateway.analytics().offer(Event::Comparison(rows));
         match outcome {
             Ok((status, bytes)) => {
                 let text = answer_text(&bytes);

@@ -60,6 +60,13 @@ fn describe() {
     describe_gauge!("hermes_in_flight_requests", "Requests Hermes is handling now.");
     describe_gauge!("hermes_backend_score", "The router's current view of a backend, 0..1, by kind: quality, speed, reliability.");
     describe_counter!("hermes_shadow_requests_total", "Shadow requests sent to a candidate backend, by backend and outcome.");
+    describe_gauge!("hermes_learned_score", "What the learner believes of a backend for one job type, 0..1, by kind: quality, speed, reliability (priors moved by results and ratings).");
+    describe_gauge!("hermes_analytics_queue_depth", "Analytics records waiting for the DuckDB writer.");
+    describe_counter!("hermes_analytics_dropped_total", "Analytics records lost, by reason: queue_full (the request was not slowed), write_error, writer_stopped.");
+    describe_counter!("hermes_analytics_rows_written_total", "Rows the DuckDB writer has committed (jobs, attempts, selections).");
+    describe_histogram!("hermes_analytics_flush_seconds", Unit::Seconds, "Time the DuckDB writer took per batch.");
+    counter!("hermes_analytics_dropped_total", "reason" => "queue_full").absolute(0);
+    counter!("hermes_analytics_rows_written_total").absolute(0);
     counter!("hermes_rate_limited_total").absolute(0);
     counter!("hermes_budget_rejections_total").absolute(0);
 }
@@ -111,6 +118,17 @@ pub fn set_backend_scores(backend: &str, quality: f64, speed: f64, reliability: 
     for (kind, v) in [("quality", quality), ("speed", speed), ("reliability", reliability)] {
         gauge!("hermes_backend_score", "backend" => backend.to_string(), "kind" => kind).set(v);
     }
+}
+
+/// What the learner believes of a backend for one job type (0..1 each).
+pub fn set_learned_scores(backend: &str, job_type: &'static str, quality: f64, speed: f64, reliability: f64) {
+    for (kind, v) in [("quality", quality), ("speed", speed), ("reliability", reliability)] {
+        gauge!("hermes_learned_score", "backend" => backend.to_string(), "job_type" => job_type, "kind" => kind).set(v);
+    }
+}
+
+pub fn set_analytics_queue(depth: usize) {
+    gauge!("hermes_analytics_queue_depth").set(depth as f64);
 }
 
 pub fn backend_in_flight(backend: &str, delta: f64) {

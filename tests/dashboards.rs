@@ -145,6 +145,11 @@ fn every_dashboard_query_runs_against_real_prometheus() {
         ("hermes_overhead_seconds_bucket", &["le"]),
         ("hermes_rate_limited_total", &[]),
         ("hermes_budget_rejections_total", &[]),
+        // Beyond the contract: what the learner believes, and the analytics writer's health.
+        ("hermes_learned_score", &["backend", "job_type", "kind"]),
+        ("hermes_analytics_queue_depth", &[]),
+        ("hermes_analytics_dropped_total", &["reason"]),
+        ("hermes_analytics_rows_written_total", &[]),
     ] {
         let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
         for label in labels {

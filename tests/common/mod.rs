@@ -70,6 +70,17 @@ impl Hermes {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
     }
 
+    /// SIGTERM and wait for a clean exit (analytics flushed); panics if it does not come.
+    pub fn stop(&mut self) {
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("hermes did not stop: {}", self.log()));
+        assert!(status.success(), "hermes exited with {status}: {}", self.log());
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("hermes.duckdb")
+    }
+
     /// Wait for exit; None when it is still running after `within`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
@@ -163,18 +174,43 @@ pub fn post_json(url: &str, key: Option<&str>, body: &str) -> CurlReply {
     curl(&args)
 }
 
-/// A Python venv with the official `openai` package, made once per target folder.
-pub fn python_with_openai() -> PathBuf {
+/// The test venv's python with `package` importable as `module`, made once per target folder.
+/// One lock per test binary: tests in parallel must not pip into the same venv at once.
+fn python_with(module: &str, package: &str) -> PathBuf {
+    static VENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = VENV.lock().unwrap_or_else(|p| p.into_inner());
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("venv-openai");
     let python = venv.join("bin/python");
-    let ok = |p: &PathBuf| Command::new(p).args(["-c", "import openai"]).status().map(|s| s.success()).unwrap_or(false);
-    if !ok(&python) {
+    if !python.exists() {
         let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap();
         assert!(st.success(), "python3 -m venv failed");
-        let st = Command::new(venv.join("bin/pip")).args(["install", "-q", "openai>=1.40"]).status().unwrap();
-        assert!(st.success(), "pip install openai failed");
+    }
+    let has = Command::new(&python).args(["-c", &format!("import {module}")]).status().map(|s| s.success()).unwrap_or(false);
+    if !has {
+        let st = Command::new(venv.join("bin/pip")).args(["install", "-q", package]).status().unwrap();
+        assert!(st.success(), "pip install {package} failed");
     }
     python
+}
+
+/// A Python venv with the official `openai` package.
+pub fn python_with_openai() -> PathBuf {
+    python_with("openai", "openai>=1.40")
+}
+
+/// Run SQL on an analytics file with the official `duckdb` Python package (read-only): one
+/// list of rows (each a JSON array) per statement. See tests/py/duck.py.
+pub fn duck(db: &std::path::Path, statements: &[&str]) -> Vec<Vec<serde_json::Value>> {
+    let python = python_with("duckdb", "duckdb==2.0.1");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/duck.py");
+    let out = Command::new(python).arg(script).arg(db).args(statements).output().unwrap();
+    assert!(out.status.success(), "duck.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The single number a `SELECT count(*)`-like statement returns.
+pub fn duck_number(db: &std::path::Path, sql: &str) -> f64 {
+    duck(db, &[sql])[0][0][0].as_f64().unwrap_or_else(|| panic!("not a number: {sql}"))
 }
 
 pub fn chat_body(model: &str, text: &str) -> String {

@@ -1,0 +1,108 @@
+//! What the request path hands to the analytics writer: plain owned values, built once per
+//! request in `logging`, so the writer never reaches back into live state.
+
+use std::time::{Duration, SystemTime};
+
+/// One request: the `jobs` row, its attempts and the routing decision behind them.
+#[derive(Debug, Clone, Default)]
+pub struct JobRecord {
+    pub request_id: String,
+    pub at: Option<SystemTime>,
+    pub endpoint: &'static str,
+    pub model_requested: Option<String>,
+    pub job_type: Option<&'static str>,
+    pub complexity: Option<f64>,
+    pub criteria: Option<&'static str>,
+    pub stream: bool,
+    pub status: u16,
+    pub backend: Option<String>,
+    pub model_used: Option<String>,
+    pub total: Duration,
+    pub ttft: Option<Duration>,
+    pub overhead: Duration,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cost_cents: Option<f64>,
+    pub cache_hit: bool,
+    pub error: Option<String>,
+    /// Only with HERMES_LOG_CONTENT=true.
+    pub prompt: Option<String>,
+    pub response: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+    pub selection: Option<SelectionRecord>,
+}
+
+/// One try at one backend (`backend_performance`).
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub backend: String,
+    pub model: String,
+    pub elapsed: Duration,
+    pub ttft: Option<Duration>,
+    pub status: Option<u16>,
+    /// None: neither the backend's success nor its fault (a 4xx, a 429, a client gone).
+    pub success: Option<bool>,
+    pub error: Option<String>,
+    pub tokens: Option<u64>,
+    pub cost_cents: Option<f64>,
+}
+
+/// The routing decision (`backend_selection_history`).
+#[derive(Debug, Clone)]
+pub struct SelectionRecord {
+    pub criteria: &'static str,
+    /// (backend, model, estimated cents) in the order they were to be tried.
+    pub candidates: Vec<(String, String, f64)>,
+    pub reasoning: String,
+    pub confidence: f64,
+    pub rejected: Vec<(String, String)>,
+}
+
+/// A person's verdict (`feedback`, and `backend_performance.user_satisfaction`).
+#[derive(Debug, Clone)]
+pub struct FeedbackRecord {
+    pub request_id: String,
+    pub rating: u8,
+    pub comment: Option<String>,
+    pub at: SystemTime,
+}
+
+/// One backend's answer to a compared prompt (`comparisons`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ComparisonRecord {
+    pub comparison_id: String,
+    pub source: String,
+    pub request_id: Option<String>,
+    pub prompt: Option<String>,
+    pub backend: String,
+    pub model: String,
+    pub status: Option<u16>,
+    pub seconds: f64,
+    pub cost_cents: Option<f64>,
+    pub answer_chars: usize,
+    pub similarity: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// A configured backend (`backends`), written at start-up and on reload.
+#[derive(Debug, Clone)]
+pub struct BackendRecord {
+    pub name: String,
+    pub kind: &'static str,
+    pub is_primary: bool,
+    /// JSON without secrets.
+    pub config: String,
+    pub capabilities: String,
+    pub quality: f64,
+    pub speed: f64,
+    pub cost_score: f64,
+    pub health_status: &'static str,
+}
+
+pub fn micros(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,145 @@
+//! `hermes stats` and `hermes compare`: ask the running gateway when there is one (DuckDB lets
+//! one process write the file), otherwise do the work here on the file itself.
+
+use crate::analytics::query::stats_from_file;
+use crate::analytics::record::ComparisonRecord;
+use crate::analytics::writer::Event;
+use crate::config::{Config, EnvSource, Sources};
+use crate::gateway::{Gateway, Shared};
+use crate::learn::StatRow;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The gateway's address and admin key, and the file, as `.env` and the environment say.
+struct Where {
+    url: String,
+    admin_key: Option<String>,
+    db_path: PathBuf,
+}
+
+fn locate(sources: &Sources) -> Result<Where, String> {
+    let env = EnvSource::load(sources.env_file.as_deref()).map_err(|e| e.to_string())?;
+    Ok(Where {
+        url: format!("http://{}", env.get("HERMES_LISTEN").unwrap_or("127.0.0.1:8080")),
+        admin_key: env.get("HERMES_ADMIN_KEY").map(str::to_string),
+        db_path: PathBuf::from(env.get("HERMES_DB_PATH").unwrap_or("./hermes.duckdb")),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
+}
+
+/// What a gateway call came to: its JSON, or whether there was no gateway at all to ask.
+enum Asked {
+    Answer(serde_json::Value),
+    NoGateway(String),
+}
+
+fn ask(url: &str, key: Option<&str>, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
+    runtime()?.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().map_err(|e| e.to_string())?;
+        let target = format!("{}{path}", url.trim_end_matches('/'));
+        let mut req = match &body {
+            Some(b) => client.post(&target).json(b),
+            None => client.get(&target),
+        };
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Ok(Asked::NoGateway(format!("no gateway answers at {url}"))),
+            Err(e) => return Err(format!("{target}: {e}")),
+        };
+        let status = resp.status();
+        let value: serde_json::Value = resp.json().await.map_err(|e| format!("{target}: {e}"))?;
+        if !status.is_success() {
+            let msg = value["error"]["message"].as_str().unwrap_or("no message").to_string();
+            return Err(format!("{target}: HTTP {status}: {msg}"));
+        }
+        Ok(Asked::Answer(value))
+    })
+}
+
+pub fn stats(db: Option<PathBuf>, url: Option<String>, json: bool, sources: &Sources) -> Result<String, String> {
+    let place = locate(sources)?;
+    let rows = match (db, url) {
+        (Some(path), _) => stats_from_file(&path)?,
+        (None, Some(url)) => match ask(&url, place.admin_key.as_deref(), "/admin/stats", None)? {
+            Asked::Answer(v) => rows_of(&v)?,
+            Asked::NoGateway(why) => return Err(why),
+        },
+        (None, None) => match ask(&place.url, place.admin_key.as_deref(), "/admin/stats", None)? {
+            Asked::Answer(v) => rows_of(&v)?,
+            Asked::NoGateway(_) => stats_from_file(&place.db_path)?,
+        },
+    };
+    if json {
+        return serde_json::to_string_pretty(&rows).map(|s| s + "\n").map_err(|e| e.to_string());
+    }
+    Ok(render_stats(&rows))
+}
+
+fn rows_of(v: &serde_json::Value) -> Result<Vec<StatRow>, String> {
+    serde_json::from_value(v["rows"].clone()).map_err(|e| format!("unexpected /admin/stats answer: {e}"))
+}
+
+pub fn render_stats(rows: &[StatRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<17} {:<14} {:<26} {:>6} {:>8} {:>9} {:>9} {:>11} {:>8} {:>6}",
+        "job_type", "backend", "model", "jobs", "success", "p50_ms", "p95_ms", "cents/job", "rating", "share"
+    );
+    let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
+    for r in rows {
+        let rating = r.rating.map_or("-".to_string(), |x| format!("{x:.2} ({})", r.ratings));
+        let _ = writeln!(
+            out,
+            "{:<17} {:<14} {:<26} {:>6} {:>8} {:>9} {:>9} {:>11} {:>8} {:>5.0}%",
+            r.job_type,
+            r.backend,
+            r.model,
+            r.jobs,
+            r.success_rate.map_or("-".to_string(), |s| format!("{:.1}%", s * 100.0)),
+            opt(r.p50_ms, 1),
+            opt(r.p95_ms, 1),
+            opt(r.cost_cents_per_job, 5),
+            rating,
+            r.share * 100.0
+        );
+    }
+    if rows.is_empty() {
+        out.push_str("(nothing learned yet: no job has been recorded)\n");
+    }
+    out
+}
+
+pub fn compare(prompt: &str, backends: &[String], url: Option<String>, sources: &Sources) -> Result<String, String> {
+    let place = locate(sources)?;
+    let body = serde_json::json!({"prompt": prompt, "backends": backends});
+    let target = url.clone().unwrap_or(place.url);
+    match ask(&target, place.admin_key.as_deref(), "/admin/compare", Some(body))? {
+        Asked::Answer(v) => {
+            let rows: Vec<ComparisonRecord> = serde_json::from_value(v["comparison"].clone()).map_err(|e| format!("unexpected /admin/compare answer: {e}"))?;
+            Ok(crate::compare::render(&rows))
+        }
+        Asked::NoGateway(why) if url.is_some() => Err(why),
+        Asked::NoGateway(_) => compare_here(prompt, backends, sources),
+    }
+}
+
+/// No gateway running: build one here (without serving), compare, and write the file ourselves.
+fn compare_here(prompt: &str, backends: &[String], sources: &Sources) -> Result<String, String> {
+    let config = Config::load(sources).map_err(|e| format!("configuration error: {e}"))?;
+    let shared = Shared::open(&config)?;
+    let gateway = Gateway::new(config, shared.clone())?;
+    let rows = runtime()?.block_on(crate::compare::run(&gateway, prompt, backends)).map_err(|e| e.message)?;
+    shared.analytics.offer(Event::Comparison(rows.clone()));
+    if !shared.analytics.flush(Duration::from_secs(30)) {
+        return Err("the comparison could not be written to the analytics file".into());
+    }
+    Ok(crate::compare::render(&rows))
+}
