@@ -90,7 +90,7 @@ pub fn render_stats(rows: &[StatRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<17} {:<14} {:<26} {:>6} {:>8} {:>9} {:>9} {:>11} {:>8} {:>6}",
+        "{:<17} {:<14} {:<26} {:>6} {:>8} {:>9} {:>9} {:>11} {:>10} {:>6}",
         "job_type", "backend", "model", "jobs", "success", "p50_ms", "p95_ms", "cents/job", "rating", "share"
     );
     let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
@@ -98,7 +98,7 @@ pub fn render_stats(rows: &[StatRow]) -> String {
         let rating = r.rating.map_or("-".to_string(), |x| format!("{x:.2} ({})", r.ratings));
         let _ = writeln!(
             out,
-            "{:<17} {:<14} {:<26} {:>6} {:>8} {:>9} {:>9} {:>11} {:>8} {:>5.0}%",
+            "{:<17} {:<14} {:<26} {:>6} {:>8} {:>9} {:>9} {:>11} {:>10} {:>5.0}%",
             r.job_type,
             r.backend,
             r.model,
