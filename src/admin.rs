@@ -1,7 +1,8 @@
 //! Hermes's own endpoints: liveness, metrics, the model list, ratings (`/feedback`), and
 //! `/admin/*` for operators.
 
-use crate::analytics::record::FeedbackRecord;
+use crate::analytics::record::{FeedbackRecord, MigrationStepRecord};
+use crate::steering::Steering;
 use crate::analytics::writer::Event;
 use crate::classify::JobType;
 use crate::gateway::{Gateway, Live};
@@ -208,6 +209,50 @@ pub async fn compare(gateway: &Gateway, session: &mut Session, ex: &mut Exchange
         let rows = crate::compare::run(gateway, &prompt, &names).await?;
         gateway.analytics().offer(Event::Comparison(rows.clone()));
         Ok::<_, ApiError>(json!({"comparison": rows}))
+    }
+    .await;
+    match result {
+        Ok(body) => send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await,
+        Err(e) => send_error(gateway, session, ex, &e).await,
+    }
+}
+
+/// GET /admin/migration: the steering in force, each backend's in-flight count and, while a
+/// shadow runs, how its answers compare.
+pub async fn migration(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    let body = migration_state(gateway);
+    send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await;
+}
+
+fn migration_state(gateway: &Gateway) -> serde_json::Value {
+    let in_flight: serde_json::Map<String, serde_json::Value> =
+        gateway.config.backends.iter().enumerate().map(|(i, b)| (b.name.clone(), gateway.backend_in_flight(i).into())).collect();
+    json!({"steering": gateway.shared.helm.get(), "in_flight": in_flight, "shadow": gateway.shared.helm.tallies()})
+}
+
+/// POST /admin/migration `{"steering": {...}, "step": {...}}`: replace the steering (an empty
+/// one returns routing to the configuration) and record the step in the analytics file.
+pub async fn steer(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
+    let result = async {
+        let body = small_json(session).await?;
+        let steering: Steering = serde_json::from_value(body.get("steering").cloned().unwrap_or(json!({})))
+            .map_err(|e| ApiError::bad_request(format!("`steering`: {e}"), Some("steering")))?;
+        let names: Vec<&str> = gateway.config.backends.iter().map(|b| b.name.as_str()).collect();
+        steering.check(&names).map_err(|e| ApiError::bad_request(format!("`steering`: {e}"), Some("steering")))?;
+        let step = match body.get("step") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value::<MigrationStepRecord>(v.clone()).map_err(|e| ApiError::bad_request(format!("`step`: {e}"), Some("step")))?,
+            ),
+        };
+        let described = serde_json::to_string(&steering).unwrap_or_default();
+        gateway.shared.helm.set(steering);
+        if let Some(mut step) = step {
+            log::info!("migration {} step {}: {} ({})", step.migration_id, step.step, step.action, step.outcome);
+            step.steering = described;
+            gateway.analytics().offer(Event::MigrationStep(step));
+        }
+        Ok::<_, ApiError>(migration_state(gateway))
     }
     .await;
     match result {

@@ -1,5 +1,5 @@
-//! `hermes stats` and `hermes compare`: ask the running gateway when there is one (DuckDB lets
-//! one process write the file), otherwise do the work here on the file itself.
+//! `hermes stats`, `hermes compare` and `hermes migrate`: ask the running gateway when there is
+//! one (DuckDB lets one process write the file), otherwise do the work here on the file itself.
 
 use crate::analytics::query::stats_from_file;
 use crate::analytics::record::ComparisonRecord;
@@ -32,12 +32,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// What a gateway call came to: its JSON, or whether there was no gateway at all to ask.
-enum Asked {
+pub(crate) enum Asked {
     Answer(serde_json::Value),
     NoGateway(String),
 }
 
-fn ask(url: &str, key: Option<&str>, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
+pub(crate) fn ask(url: &str, key: Option<&str>, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
     runtime()?.block_on(async {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().map_err(|e| e.to_string())?;
         let target = format!("{}{path}", url.trim_end_matches('/'));
@@ -142,4 +142,28 @@ fn compare_here(prompt: &str, backends: &[String], sources: &Sources) -> Result<
         return Err("the comparison could not be written to the analytics file".into());
     }
     Ok(crate::compare::render(&rows))
+}
+
+pub fn migrate_plan(from: &str, to: &str, strategy: &str, sources: &Sources) -> Result<String, String> {
+    let config = Config::load(sources).map_err(|e| format!("configuration error: {e}"))?;
+    crate::migrate::render_plan(&config, from, to, crate::migrate::Strategy::parse(strategy)?)
+}
+
+pub fn migrate_apply(from: &str, to: &str, strategy: &str, url: Option<String>, stage: Duration, margin: f64, sources: &Sources) -> Result<String, String> {
+    let strategy = crate::migrate::Strategy::parse(strategy)?;
+    if from == to {
+        return Err("--from and --to name the same backend".into());
+    }
+    let place = locate(sources)?;
+    let target = crate::migrate::Target { url: url.unwrap_or(place.url), admin_key: place.admin_key };
+    // Each step is printed as it happens: a migration takes minutes.
+    crate::migrate::apply(&target, from, to, strategy, stage, margin, |line| println!("{line}"))?;
+    Ok(format!("migration complete: {to} serves the traffic {from} served\n"))
+}
+
+pub fn migrate_rollback(url: Option<String>, sources: &Sources) -> Result<String, String> {
+    let place = locate(sources)?;
+    let target = crate::migrate::Target { url: url.unwrap_or(place.url), admin_key: place.admin_key };
+    let undone = crate::migrate::rollback(&target, None)?;
+    Ok(format!("rolled back: routing is as configured again (undone: {})\n", serde_json::to_string(&undone).unwrap_or_default()))
 }

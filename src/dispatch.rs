@@ -42,7 +42,12 @@ pub async fn handle(gateway: &Arc<Gateway>, live: &Live, session: &mut Session, 
             }
             return admin::feedback(gateway, session, ex).await;
         }
-        ("GET", "/admin/backends") | ("POST", "/admin/reload") | ("GET", "/admin/stats") | ("POST", "/admin/compare") => {
+        ("GET", "/admin/backends")
+        | ("POST", "/admin/reload")
+        | ("GET", "/admin/stats")
+        | ("POST", "/admin/compare")
+        | ("GET", "/admin/migration")
+        | ("POST", "/admin/migration") => {
             if let Err(e) = admin::authorize(gateway, session) {
                 return send_error(gateway, session, ex, &e).await;
             }
@@ -50,13 +55,15 @@ pub async fn handle(gateway: &Arc<Gateway>, live: &Live, session: &mut Session, 
                 "/admin/reload" => admin::reload(gateway, live, session, ex).await,
                 "/admin/stats" => admin::stats(gateway, session, ex).await,
                 "/admin/compare" => admin::compare(gateway, session, ex).await,
+                "/admin/migration" if method == "GET" => admin::migration(gateway, session, ex).await,
+                "/admin/migration" => admin::steer(gateway, session, ex).await,
                 _ => admin::backends(gateway, session, ex).await,
             };
         }
         (
             _,
             "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/health" | "/metrics" | "/feedback" | "/admin/backends" | "/admin/reload"
-            | "/admin/stats" | "/admin/compare",
+            | "/admin/stats" | "/admin/compare" | "/admin/migration",
         ) => {
             return send_error(gateway, session, ex, &ApiError::method_not_allowed(&method, &path)).await
         }

@@ -41,6 +41,8 @@ pub struct Shared {
     pub in_flight: Arc<AtomicUsize>,
     pub learner: Arc<Learner>,
     pub analytics: Analytics,
+    /// What a migration in progress has changed above the configuration.
+    pub helm: Arc<crate::steering::Helm>,
 }
 
 impl Shared {
@@ -48,12 +50,17 @@ impl Shared {
     pub fn open(config: &Config) -> Result<Shared, String> {
         let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue)?;
         let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
-        Ok(Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(learner), analytics })
+        Ok(Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(learner), analytics, helm: Arc::default() })
     }
 
     /// Nothing remembered and nothing written (tools that only need the routing).
     pub fn ephemeral(config: &Config) -> Shared {
-        Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(Learner::new(config.random_seed)), analytics: Analytics::disabled() }
+        Shared {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            learner: Arc::new(Learner::new(config.random_seed)),
+            analytics: Analytics::disabled(),
+            helm: Arc::default(),
+        }
     }
 }
 
@@ -125,6 +132,7 @@ impl Gateway {
     pub fn decide(&self, ask: &Ask<'_>) -> Result<Decision, ApiError> {
         let models = self.catalog.all();
         let learner = self.learner();
+        let steering = self.shared.helm.get();
         let offers: Vec<Offer<'_>> = self
             .config
             .backends
@@ -138,6 +146,7 @@ impl Gateway {
                     config: b,
                     models: &models[i],
                     available: self.health.available(i),
+                    draining: steering.drained.contains(&b.name),
                     reliability: learned.reliability,
                     quality: learned.quality,
                     quality_draw: learned.quality_draw,
@@ -146,7 +155,20 @@ impl Gateway {
                 }
             })
             .collect();
-        let settings = Settings { routing: &self.config.routing, primary: self.config.primary.as_deref(), fallback: self.config.fallback.as_deref() };
+        // A migration's shares and primary replace the configured ones while it runs.
+        let shares = if steering.shares.is_empty() {
+            std::borrow::Cow::Borrowed(&self.config.routing.traffic_shares)
+        } else {
+            let mut merged = self.config.routing.traffic_shares.clone();
+            merged.extend(steering.shares.clone());
+            std::borrow::Cow::Owned(merged)
+        };
+        let settings = Settings {
+            routing: &self.config.routing,
+            shares: &shares,
+            primary: steering.primary.as_deref().or(self.config.primary.as_deref()),
+            fallback: self.config.fallback.as_deref(),
+        };
         let dice = Dice { roll: learner.roll(), turn: self.turns.fetch_add(1, Ordering::Relaxed) };
         route::choose(ask, &offers, &settings, |i, m| self.config.price(&self.config.backends[i], m), &dice)
     }

@@ -25,6 +25,50 @@ enum Command {
     Stats(StatsArgs),
     /// Send one prompt to several backends and compare status, time, cost and answer length.
     Compare(CompareArgs),
+    /// Move traffic from one backend to another on the running gateway.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Print the steps for this configuration.
+    Plan(MigrationArgs),
+    /// Carry the steps out on the running gateway; a failed check rolls back.
+    Apply {
+        #[command(flatten)]
+        migration: MigrationArgs,
+        /// The gateway (default: HERMES_LISTEN).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Seconds each stage runs before its checks.
+        #[arg(long, default_value_t = 300.0)]
+        stage_seconds: f64,
+        /// How much worse the new backend may be: error rate (absolute), p50 latency (relative),
+        /// rating (× 4 stars).
+        #[arg(long, default_value_t = 0.1)]
+        margin: f64,
+    },
+    /// Return routing to the configuration (undo any migration's steering).
+    Rollback {
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Args)]
+struct MigrationArgs {
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    /// immediate_cutover, gradual_migration or parallel_testing
+    #[arg(long)]
+    strategy: String,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -90,6 +134,12 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => args.load().map(|c| print!("{}", c.describe())),
         Command::Stats(args) => hermes::cli::stats(args.db, args.url, args.json, &args.config.sources()).map(|out| print!("{out}")),
         Command::Compare(args) => hermes::cli::compare(&args.prompt, &args.backends, args.url, &args.config.sources()).map(|out| print!("{out}")),
+        Command::Migrate(MigrateCommand::Plan(m)) => hermes::cli::migrate_plan(&m.from, &m.to, &m.strategy, &m.config.sources()).map(|out| print!("{out}")),
+        Command::Migrate(MigrateCommand::Apply { migration: m, url, stage_seconds, margin }) => {
+            let stage = std::time::Duration::from_secs_f64(stage_seconds.max(0.0));
+            hermes::cli::migrate_apply(&m.from, &m.to, &m.strategy, url, stage, margin, &m.config.sources()).map(|out| print!("{out}"))
+        }
+        Command::Migrate(MigrateCommand::Rollback { url, config }) => hermes::cli::migrate_rollback(url, &config.sources()).map(|out| print!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

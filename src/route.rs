@@ -26,6 +26,8 @@ pub struct Offer<'a> {
     /// Its models now (configured and discovered); empty = takes any model.
     pub models: &'a [String],
     pub available: bool,
+    /// Taking no new requests (a migration drained it).
+    pub draining: bool,
     /// 0..1: how reliably it has answered (health, later learned success rate).
     pub reliability: f64,
     pub quality: f64,
@@ -76,6 +78,8 @@ pub const EXPLORE_MARGIN: f64 = 0.03;
 
 pub struct Settings<'a> {
     pub routing: &'a RoutingConfig,
+    /// Traffic shares in force: HERMES_TRAFFIC_SHARES, or a migration's.
+    pub shares: &'a std::collections::HashMap<String, f64>,
     pub primary: Option<&'a str>,
     pub fallback: Option<&'a str>,
 }
@@ -123,7 +127,9 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
         }
         serving += 1;
         let model = if auto { o.models.first().cloned().unwrap_or_else(|| "auto".into()) } else { ask.model.to_string() };
-        let why = if !capable(c, job.job_type) {
+        let why = if o.draining {
+            Some("drained by a migration".to_string())
+        } else if !capable(c, job.job_type) {
             Some(format!("lacks the {} capability", job.job_type.as_str()))
         } else if c.context_length.is_some_and(|n| job.prompt_tokens + job.expected_output_tokens > n) {
             Some(format!("context of {} tokens is too small", c.context_length.unwrap_or(0)))
@@ -184,7 +190,7 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
         pins.extend(settings.fallback.map(|f| (f, "HERMES_FALLBACK_BACKEND")));
         pins.extend(settings.primary.map(|p| (p, "HERMES_PRIMARY_BACKEND")));
     }
-    for (backend, share) in &settings.routing.traffic_shares {
+    for (backend, share) in settings.shares {
         if let Some(pos) = pool.iter().position(|s| name(s) == backend) {
             if dice.roll < *share {
                 pins.push((backend.as_str(), "its migration traffic share"));
@@ -403,6 +409,7 @@ mod tests {
                 config: b,
                 models: &b.models,
                 available: !down.contains(&b.name.as_str()),
+                draining: false,
                 reliability: 1.0,
                 quality: b.quality_score,
                 quality_draw: b.quality_score,
@@ -410,7 +417,7 @@ mod tests {
                 in_flight: 0,
             })
             .collect();
-        let settings = Settings { routing: &cfg.routing, primary: cfg.primary.as_deref(), fallback: cfg.fallback.as_deref() };
+        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: cfg.primary.as_deref(), fallback: cfg.fallback.as_deref() };
         choose(&ask, &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &dice)
     }
 
@@ -424,13 +431,13 @@ mod tests {
             ("BACKEND_TWIN_B_HOST", "127.0.0.1"),
         ]);
         let j = job(JobType::CodeGeneration);
-        let settings = Settings { routing: &cfg.routing, primary: None, fallback: None };
+        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: None, fallback: None };
         let first = |quality: [f64; 2], draws: [f64; 2]| {
             let offers: Vec<Offer<'_>> = cfg
                 .backends
                 .iter()
                 .enumerate()
-                .map(|(i, b)| Offer { config: b, models: &b.models, available: true, reliability: 1.0, quality: quality[i], quality_draw: draws[i], speed: 0.8, in_flight: 0 })
+                .map(|(i, b)| Offer { config: b, models: &b.models, available: true, draining: false, reliability: 1.0, quality: quality[i], quality_draw: draws[i], speed: 0.8, in_flight: 0 })
                 .collect();
             let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |_, _| ModelPrice::FREE, &DICE).unwrap();
             cfg.backends[d.candidates[0].backend].name.clone()
@@ -550,9 +557,9 @@ mod tests {
         let offers: Vec<Offer<'_>> = cfg
             .backends
             .iter()
-            .map(|b| Offer { config: b, models: &b.models, available: true, reliability: 1.0, quality: b.quality_score, quality_draw: b.quality_score, speed: b.speed_score, in_flight: if b.name == "home" { 5 } else { 0 } })
+            .map(|b| Offer { config: b, models: &b.models, available: true, draining: false, reliability: 1.0, quality: b.quality_score, quality_draw: b.quality_score, speed: b.speed_score, in_flight: if b.name == "home" { 5 } else { 0 } })
             .collect();
-        let settings = Settings { routing: &cfg.routing, primary: None, fallback: None };
+        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: None, fallback: None };
         let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &DICE).unwrap();
         assert_eq!(order(&d, &cfg)[0], "home2", "the less busy of two equals goes first");
 

@@ -23,11 +23,17 @@ pub struct Primary {
 }
 
 /// Which backend shadows this request, if the dice say so and the request may leave.
+/// A migration's shadow target (`hermes migrate apply --strategy parallel_testing`) replaces the
+/// policy's while it runs.
 pub fn pick(gateway: &Gateway, answered_by: usize, local_only: bool) -> Option<usize> {
-    let policy = gateway.config.policies.shadow.as_ref()?;
-    let index = gateway.config.backends.iter().position(|b| b.name == policy.backend)?;
+    let steered = gateway.shared.helm.with(|s| s.shadow.as_ref().map(|t| (t.backend.clone(), t.share)));
+    let (backend, share) = match steered {
+        Some(target) => target,
+        None => gateway.config.policies.shadow.as_ref().map(|p| (p.backend.clone(), p.share))?,
+    };
+    let index = gateway.config.backends.iter().position(|b| b.name == backend)?;
     let allowed = index != answered_by && (!local_only || gateway.config.backends[index].kind.is_local());
-    (allowed && fastrand::f64() < policy.share).then_some(index)
+    (allowed && fastrand::f64() < share).then_some(index)
 }
 
 /// The answer's text from a whole OpenAI chat completion.
@@ -97,6 +103,14 @@ pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_
             Err(e) => rows.push(row(&cfg.name, &model, None, elapsed.as_secs_f64(), 0, None, Some(e.clone()))),
         }
         gateway.analytics().offer(Event::Comparison(rows));
+        match &outcome {
+            Ok((status, bytes)) => {
+                let ok = (200..300).contains(status);
+                let sim = similarity(&primary.text, &answer_text(bytes));
+                gateway.shared.helm.tally(&cfg.name, ok, sim, elapsed.as_secs_f64(), primary.elapsed.as_secs_f64());
+            }
+            Err(_) => gateway.shared.helm.tally(&cfg.name, false, 0.0, elapsed.as_secs_f64(), primary.elapsed.as_secs_f64()),
+        }
         match outcome {
             Ok((status, bytes)) => {
                 let text = answer_text(&bytes);

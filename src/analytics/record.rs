@@ -84,6 +84,24 @@ pub struct ComparisonRecord {
     pub error: Option<String>,
 }
 
+/// One step of a migration between backends (`migration_steps`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct MigrationStepRecord {
+    pub migration_id: String,
+    pub strategy: String,
+    pub from: String,
+    pub to: String,
+    pub step: u32,
+    pub action: String,
+    pub description: String,
+    pub outcome: String,
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// JSON of the steering in force after the step (filled in by the gateway).
+    #[serde(default)]
+    pub steering: String,
+}
+
 /// A configured backend (`backends`), written at start-up and on reload.
 #[derive(Debug, Clone)]
 pub struct BackendRecord {

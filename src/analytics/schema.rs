@@ -127,6 +127,26 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         );
         ",
     ),
+    (
+        3,
+        "migration steps between backends",
+        "
+        -- `hermes migrate apply` and `rollback`: every step, its steering and how its checks went.
+        CREATE TABLE migration_steps (
+            migration_id VARCHAR NOT NULL,
+            strategy VARCHAR,
+            from_backend VARCHAR,
+            to_backend VARCHAR,
+            step INTEGER,
+            action VARCHAR NOT NULL,
+            description VARCHAR,
+            outcome VARCHAR,                    -- done, passed, failed, rolled_back
+            detail VARCHAR,
+            steering VARCHAR,                   -- JSON: the routing overrides after this step
+            created_date TIMESTAMP NOT NULL
+        );
+        ",
+    ),
 ];
 
 pub fn latest() -> i32 {
@@ -174,11 +194,11 @@ mod tests {
         assert_eq!(migrate_to(&conn, 1).unwrap(), vec![1]);
         assert_eq!(current_version(&conn).unwrap(), 1);
         // A file at version 1 gains what came after, and nothing runs twice.
-        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2]);
+        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3]);
         assert!(migrate_to(&conn, latest()).unwrap().is_empty());
         let n: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 2);
-        for table in ["backends", "jobs", "backend_performance", "backend_selection_history", "feedback", "comparisons"] {
+        assert_eq!(n, 3);
+        for table in ["backends", "jobs", "backend_performance", "backend_selection_history", "feedback", "comparisons", "migration_steps"] {
             let _: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
         }
     }

@@ -3,7 +3,7 @@
 //! batch is large, before a rating or lookup that must see them, and on shutdown.
 
 use super::query;
-use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
+use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord, MigrationStepRecord};
 use crate::learn::{rating_quality, Served};
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{params, Connection};
@@ -23,6 +23,7 @@ pub enum Event {
     Feedback(FeedbackRecord),
     Comparison(Vec<ComparisonRecord>),
     Backends(Vec<BackendRecord>),
+    MigrationStep(MigrationStepRecord),
     /// Where an older request ran, for a rating that arrives after a restart.
     Lookup(String, tokio::sync::oneshot::Sender<Option<Served>>),
     /// Write everything received so far, then answer.
@@ -88,6 +89,16 @@ impl Writer {
             Event::Backends(rows) => {
                 if let Err(e) = self.backends(&rows) {
                     log::error!("analytics: the backends table was not updated: {e}");
+                }
+            }
+            Event::MigrationStep(m) => {
+                let at = timestamp(Some(SystemTime::now()));
+                let written = self.conn.execute(
+                    "INSERT INTO migration_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    params![m.migration_id, m.strategy, m.from, m.to, m.step, m.action, m.description, m.outcome, m.detail, m.steering, at],
+                );
+                if let Err(e) = written {
+                    log::error!("analytics: migration step {} of {} was not written: {e}", m.step, m.migration_id);
                 }
             }
             Event::Lookup(request_id, reply) => {

@@ -1,0 +1,171 @@
+//! Migrations between backends on a live gateway, driven by `hermes migrate` while clients keep
+//! sending requests: none of them may fail, and traffic must end up where the plan says.
+
+mod common;
+
+use common::{chat_body, duck, hermes_once, post_json, Hermes};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BACKENDS: &[(&str, &str)] = &[
+    ("HERMES_BACKENDS_ENABLED", "old,new,flaky"),
+    ("BACKEND_OLD_TYPE", "sim"),
+    ("BACKEND_OLD_MODELS", "old-model"),
+    ("BACKEND_OLD_LATENCY_MS", "2"),
+    ("BACKEND_OLD_TOKENS_PER_SECOND", "0"),
+    ("BACKEND_NEW_TYPE", "sim"),
+    ("BACKEND_NEW_MODELS", "new-model"),
+    ("BACKEND_NEW_LATENCY_MS", "2"),
+    ("BACKEND_NEW_TOKENS_PER_SECOND", "0"),
+    // Fails every request: a migration to it must stop at its first check.
+    ("BACKEND_FLAKY_TYPE", "sim"),
+    ("BACKEND_FLAKY_MODELS", "flaky-model"),
+    ("BACKEND_FLAKY_LATENCY_MS", "2"),
+    ("BACKEND_FLAKY_TOKENS_PER_SECOND", "0"),
+    ("BACKEND_FLAKY_FAILURE_RATE", "1.0"),
+    ("HERMES_UNHEALTHY_THRESHOLD", "100000"),
+    ("HERMES_FAILOVER_DELAY_SECONDS", "0"),
+];
+
+/// Clients sending requests until stopped; every (status, backend) they saw, in order.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(u16, String)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(url: String) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = post_json(&url, None, &chat_body("auto", "Summarise the quarterly figures"));
+                        let backend = r.header("x-hermes-backend").unwrap_or("none").to_string();
+                        seen.lock().unwrap().push((r.status, backend));
+                    }
+                })
+            })
+            .collect();
+        Clients { stop, seen, threads }
+    }
+
+    fn mark(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Requests seen since `mark`, less one per client (a request already under way then).
+    fn since(&self, mark: usize) -> Vec<(u16, String)> {
+        self.seen.lock().unwrap()[mark..].iter().skip(2).cloned().collect()
+    }
+
+    fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        Arc::try_unwrap(self.seen).unwrap().into_inner().unwrap()
+    }
+}
+
+fn on(seen: &[(u16, String)], backend: &str) -> usize {
+    seen.iter().filter(|(_, b)| b == backend).count()
+}
+
+fn migrate(h: &Hermes, args: &[&str]) -> (bool, String) {
+    let url = h.url();
+    let mut full: Vec<&str> = vec!["migrate"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--url", &url]);
+    let out = hermes_once(BACKENDS, &full);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn settle() {
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+#[test]
+fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
+    // The plan, for this configuration.
+    let plan = hermes_once(BACKENDS, &["migrate", "plan", "--from", "old", "--to", "new", "--strategy", "gradual_migration"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "{text}{}", String::from_utf8_lossy(&plan.stderr));
+    for action in ["enable_parallel_backends", "route_10_percent_to_new", "monitor_and_validate", "increase_traffic_50_percent", "complete_cutover", "disable_old_backend"] {
+        assert!(text.contains(action), "{text}");
+    }
+    assert!(text.contains("sim") && text.contains("old-model"), "{text}");
+    let bad = hermes_once(BACKENDS, &["migrate", "plan", "--from", "old", "--to", "nowhere", "--strategy", "gradual_migration"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("'nowhere' is not an enabled backend"));
+
+    let env: Vec<(&str, String)> = BACKENDS.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut h = Hermes::start(&env, &[]);
+    let clients = Clients::start(format!("{}/v1/chat/completions", h.url()));
+    settle();
+    let before = clients.seen.lock().unwrap().clone();
+    assert!(!before.is_empty() && on(&before, "old") == before.len(), "before: everything on old");
+
+    // Gradual: 10%, 50%, 100% with checks between, then old drained.
+    let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("passed").count(), 2, "{out}");
+    let mark = clients.mark();
+    settle();
+    let after = clients.since(mark);
+    assert!(!after.is_empty() && on(&after, "new") == after.len(), "after: everything on new: {after:?}");
+
+    // Rollback: routing is as configured again.
+    let (ok, out) = migrate(&h, &["rollback"]);
+    assert!(ok && out.contains("rolled back"), "{out}");
+    let mark = clients.mark();
+    settle();
+    let back = clients.since(mark);
+    assert!(!back.is_empty() && on(&back, "old") == back.len(), "after rollback: back on old: {back:?}");
+
+    // A migration to a backend that fails stops at its first check and rolls back by itself.
+    let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "flaky", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
+    assert!(!ok && out.contains("error rate") && out.contains("rolled back"), "{out}");
+
+    // Cutover: old drained, its in-flight work finished, new primary.
+    let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "immediate_cutover", "--stage-seconds", "0.5"]);
+    assert!(ok && out.contains("wait_for_current_jobs_completion") && out.contains("passed"), "{out}");
+    let mark = clients.mark();
+    settle();
+    assert_eq!(on(&clients.since(mark), "old"), 0, "after cutover nothing reaches old");
+
+    // Parallel testing: the shadow gets copies, clients keep getting the configured answers.
+    assert!(migrate(&h, &["rollback"]).0);
+    let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "parallel_testing", "--stage-seconds", "1"]);
+    assert!(ok && out.contains("shadowed, 0 errors"), "{out}");
+
+    let seen = clients.finish();
+    let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} of {} client requests failed: {:?}", failed.len(), seen.len(), &failed[..failed.len().min(5)]);
+    assert!(on(&seen, "flaky") == 0, "no client ever got an answer from the failing backend");
+
+    // Every step is in the analytics file.
+    h.stop();
+    let q = duck(
+        &h.db(),
+        &[
+            "SELECT strategy, to_backend, count(*) FILTER (WHERE action <> 'rollback'), count(*) FILTER (WHERE outcome = 'passed'), count(*) FILTER (WHERE outcome = 'failed') FROM migration_steps WHERE strategy <> '' GROUP BY ALL ORDER BY ALL",
+            "SELECT count(*) FROM migration_steps WHERE action = 'rollback'",
+            "SELECT steering FROM migration_steps WHERE action = 'route_10_percent_to_new' AND to_backend = 'new'",
+        ],
+    );
+    assert_eq!(
+        q[0],
+        vec![
+            serde_json::json!(["gradual_migration", "flaky", 3, 0, 1]),
+            serde_json::json!(["gradual_migration", "new", 7, 2, 0]),
+            serde_json::json!(["immediate_cutover", "new", 5, 1, 0]),
+            serde_json::json!(["parallel_testing", "new", 3, 0, 0]),
+        ]
+    );
+    assert_eq!(q[1][0][0], 3, "two rollbacks asked for, one after the failed check");
+    assert!(q[2][0][0].as_str().unwrap().contains("\"new\":0.1"), "{:?}", q[2]);
+}
