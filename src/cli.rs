@@ -1,7 +1,7 @@
 //! `hermes stats`, `hermes compare` and `hermes migrate`: ask the running gateway when there is
 //! one (DuckDB lets one process write the file), otherwise do the work here on the file itself.
 
-use crate::analytics::query::stats_from_file;
+use crate::analytics::query::stats_from_files;
 use crate::analytics::record::ComparisonRecord;
 use crate::analytics::writer::Event;
 use crate::config::{Config, EnvSource, Sources};
@@ -63,17 +63,17 @@ pub(crate) fn ask(url: &str, key: Option<&str>, path: &str, body: Option<serde_j
     })
 }
 
-pub fn stats(db: Option<PathBuf>, url: Option<String>, json: bool, sources: &Sources) -> Result<String, String> {
+pub fn stats(db: Vec<PathBuf>, url: Option<String>, json: bool, sources: &Sources) -> Result<String, String> {
     let place = locate(sources)?;
-    let rows = match (db, url) {
-        (Some(path), _) => stats_from_file(&path)?,
-        (None, Some(url)) => match ask(&url, place.admin_key.as_deref(), "/admin/stats", None)? {
+    let rows = match (db.is_empty(), url) {
+        (false, _) => stats_from_files(&db)?,
+        (true, Some(url)) => match ask(&url, place.admin_key.as_deref(), "/admin/stats", None)? {
             Asked::Answer(v) => rows_of(&v)?,
             Asked::NoGateway(why) => return Err(why),
         },
-        (None, None) => match ask(&place.url, place.admin_key.as_deref(), "/admin/stats", None)? {
+        (true, None) => match ask(&place.url, place.admin_key.as_deref(), "/admin/stats", None)? {
             Asked::Answer(v) => rows_of(&v)?,
-            Asked::NoGateway(_) => stats_from_file(&place.db_path)?,
+            Asked::NoGateway(_) => stats_from_files(&[&place.db_path])?,
         },
     };
     if json {

@@ -73,9 +73,10 @@ struct MigrationArgs {
 
 #[derive(Args)]
 struct StatsArgs {
-    /// Read this analytics file directly (the gateway must not be running on it).
+    /// Read this analytics file directly (the gateway must not be running on it); give it
+    /// several times to add up the files of several replicas.
     #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    db: Vec<PathBuf>,
     /// Ask the gateway at this address (default: HERMES_LISTEN, then the file at HERMES_DB_PATH).
     #[arg(long, value_name = "URL")]
     url: Option<String>,

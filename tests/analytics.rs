@@ -221,12 +221,15 @@ fn ratings_teach_the_router_and_the_lesson_survives_a_restart() {
         env_of(pairs)
     };
     let mut a_tried = 0;
+    let mut replicas = Vec::new();
     for seed in 1..=3 {
         let db = scratch_dir("learn").join("hermes.duckdb");
-        let h = Hermes::start(&env_for(seed, &db), &[]);
+        let mut h = Hermes::start(&env_for(seed, &db), &[]);
         let first = run(&h, 0, 40);
         assert!(on_b(&first[20..]) >= 19, "seed {seed}: jobs 21-40 went to the well-rated twin: {first:?}");
         a_tried += usize::from(first.iter().any(|b| b == "twin_a"));
+        h.stop();
+        replicas.push(db);
     }
     assert!(a_tried >= 1, "close candidates share traffic: the badly rated twin was tried under some seed");
 
@@ -262,6 +265,16 @@ fn ratings_teach_the_router_and_the_lesson_survives_a_restart() {
     assert_eq!(b["rating"], 5.0);
     assert!(b["share"].as_f64().unwrap() > 0.8, "{b}");
     assert_eq!(duck_number(&db, "SELECT count(*) FROM comparisons WHERE source = 'compare' AND status = 200"), 2.0);
+
+    // Three replicas' files added up: 120 code jobs, each rated.
+    let mut args = vec!["stats", "--json"];
+    for r in &replicas {
+        args.extend(["--db", r.to_str().unwrap()]);
+    }
+    let merged = common::hermes_once(&[], &args);
+    let rows: serde_json::Value = serde_json::from_slice(&merged.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&merged.stderr)));
+    let total = |key: &str| rows.as_array().unwrap().iter().map(|r| r[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((total("jobs"), total("ratings")), (120, 120), "{rows}");
 }
 
 /// Three backends whose true quality differs per job type; a simulated person rates each answer.

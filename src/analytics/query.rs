@@ -96,14 +96,38 @@ pub fn served(conn: &Connection, request_id: &str) -> duckdb::Result<Option<Serv
     })
 }
 
-/// The learned table straight from a file (no gateway running on it).
-pub fn stats_from_file(path: &Path) -> Result<Vec<StatRow>, String> {
-    if !path.exists() {
-        return Err(format!("{}: no such analytics file", path.display()));
+/// The learned table straight from files (no gateway running on them): one replica's, or
+/// several replicas' added together.
+pub fn stats_from_files(paths: &[impl AsRef<Path>]) -> Result<Vec<StatRow>, String> {
+    let mut merged: HashMap<(String, String, String), Seed> = HashMap::new();
+    let mut choices = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(format!("{}: no such analytics file", path.display()));
+        }
+        let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(|e| e.to_string())?;
+        let conn = Connection::open_with_flags(path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+        for s in seeds(&conn).map_err(|e| e.to_string())? {
+            let m = merged.entry((s.job_type.clone(), s.backend.clone(), s.model.clone())).or_insert_with(|| Seed {
+                job_type: s.job_type.clone(),
+                backend: s.backend.clone(),
+                model: s.model.clone(),
+                ..Seed::default()
+            });
+            m.attempts += s.attempts;
+            m.successes += s.successes;
+            m.latency_ms_sum += s.latency_ms_sum;
+            m.latency_count += s.latency_count;
+            m.recent_latencies_ms.extend(s.recent_latencies_ms);
+            m.ttft_ms_sum += s.ttft_ms_sum;
+            m.ttft_count += s.ttft_count;
+            m.cost_cents_sum += s.cost_cents_sum;
+            m.answers += s.answers;
+            m.ratings += s.ratings;
+            m.rating_sum += s.rating_sum;
+        }
+        choices.extend(recent_choices(&conn).map_err(|e| e.to_string())?);
     }
-    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(|e| e.to_string())?;
-    let conn = Connection::open_with_flags(path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-    let seeds = seeds(&conn).map_err(|e| e.to_string())?;
-    let choices = recent_choices(&conn).map_err(|e| e.to_string())?;
-    Ok(Learner::seeded(None, seeds, choices).table())
+    Ok(Learner::seeded(None, merged.into_values().collect(), choices).table())
 }
