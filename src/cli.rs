@@ -11,18 +11,27 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The gateway's address and admin key, and the file, as `.env` and the environment say.
+/// How to reach the running gateway: its address, admin key and, with HTTPS, the certificate to
+/// trust (HERMES_TLS_CERT, often self-signed).
+pub struct Remote {
+    pub url: String,
+    pub admin_key: Option<String>,
+    pub ca: Option<PathBuf>,
+}
+
+/// The gateway and the analytics file, as `.env` and the environment say; `url` overrides.
 struct Where {
-    url: String,
-    admin_key: Option<String>,
+    remote: Remote,
     db_path: PathBuf,
 }
 
-fn locate(sources: &Sources) -> Result<Where, String> {
+fn locate(sources: &Sources, url: Option<String>) -> Result<Where, String> {
     let env = EnvSource::load(sources.env_file.as_deref()).map_err(|e| e.to_string())?;
+    let ca = env.get("HERMES_TLS_CERT").map(PathBuf::from);
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let url = url.unwrap_or_else(|| format!("{scheme}://{}", env.get("HERMES_LISTEN").unwrap_or("127.0.0.1:8080")));
     Ok(Where {
-        url: format!("http://{}", env.get("HERMES_LISTEN").unwrap_or("127.0.0.1:8080")),
-        admin_key: env.get("HERMES_ADMIN_KEY").map(str::to_string),
+        remote: Remote { url, admin_key: env.get("HERMES_ADMIN_KEY").map(str::to_string), ca },
         db_path: PathBuf::from(env.get("HERMES_DB_PATH").unwrap_or("./hermes.duckdb")),
     })
 }
@@ -37,9 +46,21 @@ pub(crate) enum Asked {
     NoGateway(String),
 }
 
-pub(crate) fn ask(url: &str, key: Option<&str>, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
+impl Remote {
+    pub(crate) fn ask(&self, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
+        ask(self, path, body)
+    }
+}
+
+fn ask(remote: &Remote, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
+    let (url, key) = (remote.url.as_str(), remote.admin_key.as_deref());
     runtime()?.block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().map_err(|e| e.to_string())?;
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(600));
+        if let Some(ca) = &remote.ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("HERMES_TLS_CERT {}: {e}", ca.display()))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(|e| format!("HERMES_TLS_CERT: {e}"))?);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         let target = format!("{}{path}", url.trim_end_matches('/'));
         let mut req = match &body {
             Some(b) => client.post(&target).json(b),
@@ -64,14 +85,15 @@ pub(crate) fn ask(url: &str, key: Option<&str>, path: &str, body: Option<serde_j
 }
 
 pub fn stats(db: Vec<PathBuf>, url: Option<String>, json: bool, sources: &Sources) -> Result<String, String> {
-    let place = locate(sources)?;
-    let rows = match (db.is_empty(), url) {
+    let asked_for = url.is_some();
+    let place = locate(sources, url)?;
+    let rows = match (db.is_empty(), asked_for) {
         (false, _) => stats_from_files(&db)?,
-        (true, Some(url)) => match ask(&url, place.admin_key.as_deref(), "/admin/stats", None)? {
+        (true, true) => match place.remote.ask("/admin/stats", None)? {
             Asked::Answer(v) => rows_of(&v)?,
             Asked::NoGateway(why) => return Err(why),
         },
-        (true, None) => match ask(&place.url, place.admin_key.as_deref(), "/admin/stats", None)? {
+        (true, false) => match place.remote.ask("/admin/stats", None)? {
             Asked::Answer(v) => rows_of(&v)?,
             Asked::NoGateway(_) => stats_from_files(&[&place.db_path])?,
         },
@@ -118,15 +140,15 @@ pub fn render_stats(rows: &[StatRow]) -> String {
 }
 
 pub fn compare(prompt: &str, backends: &[String], url: Option<String>, sources: &Sources) -> Result<String, String> {
-    let place = locate(sources)?;
+    let asked_for = url.is_some();
+    let place = locate(sources, url)?;
     let body = serde_json::json!({"prompt": prompt, "backends": backends});
-    let target = url.clone().unwrap_or(place.url);
-    match ask(&target, place.admin_key.as_deref(), "/admin/compare", Some(body))? {
+    match place.remote.ask("/admin/compare", Some(body))? {
         Asked::Answer(v) => {
             let rows: Vec<ComparisonRecord> = serde_json::from_value(v["comparison"].clone()).map_err(|e| format!("unexpected /admin/compare answer: {e}"))?;
             Ok(crate::compare::render(&rows))
         }
-        Asked::NoGateway(why) if url.is_some() => Err(why),
+        Asked::NoGateway(why) if asked_for => Err(why),
         Asked::NoGateway(_) => compare_here(prompt, backends, sources),
     }
 }
@@ -154,16 +176,14 @@ pub fn migrate_apply(from: &str, to: &str, strategy: &str, url: Option<String>, 
     if from == to {
         return Err("--from and --to name the same backend".into());
     }
-    let place = locate(sources)?;
-    let target = crate::migrate::Target { url: url.unwrap_or(place.url), admin_key: place.admin_key };
+    let target = locate(sources, url)?.remote;
     // Each step is printed as it happens: a migration takes minutes.
     crate::migrate::apply(&target, from, to, strategy, stage, margin, |line| println!("{line}"))?;
     Ok(format!("migration complete: {to} serves the traffic {from} served\n"))
 }
 
 pub fn migrate_rollback(url: Option<String>, sources: &Sources) -> Result<String, String> {
-    let place = locate(sources)?;
-    let target = crate::migrate::Target { url: url.unwrap_or(place.url), admin_key: place.admin_key };
+    let target = locate(sources, url)?.remote;
     let undone = crate::migrate::rollback(&target, None)?;
     Ok(format!("rolled back: routing is as configured again (undone: {})\n", serde_json::to_string(&undone).unwrap_or_default()))
 }

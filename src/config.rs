@@ -70,6 +70,8 @@ pub struct Config {
     pub random_seed: Option<u64>,
     /// HERMES_ANALYTICS_QUEUE: records that may wait for the writer before new ones are dropped.
     pub analytics_queue: usize,
+    /// HERMES_TLS_CERT and HERMES_TLS_KEY: PEM files; HTTPS on HERMES_LISTEN when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where the configuration comes from.
@@ -154,7 +156,19 @@ impl Config {
                 return Err(ConfigError::new("policies/routing.toml [shadow]", format!("'{name}' is not an enabled backend")));
             }
         }
+        let tls = match (env.get("HERMES_TLS_CERT"), env.get("HERMES_TLS_KEY")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                for (var, path) in [("HERMES_TLS_CERT", cert), ("HERMES_TLS_KEY", key)] {
+                    std::fs::File::open(path).map_err(|e| ConfigError::new(var, format!("cannot read {path}: {e}")))?;
+                }
+                Some((PathBuf::from(cert), PathBuf::from(key)))
+            }
+            (Some(_), None) => return Err(ConfigError::new("HERMES_TLS_KEY", "HERMES_TLS_CERT is set: set the key file too")),
+            (None, Some(_)) => return Err(ConfigError::new("HERMES_TLS_CERT", "HERMES_TLS_KEY is set: set the certificate file too")),
+        };
         Ok(Config {
+            tls,
             routing,
             listen: env.get("HERMES_LISTEN").unwrap_or("127.0.0.1:8080").to_string(),
             db_path: PathBuf::from(env.get("HERMES_DB_PATH").unwrap_or("./hermes.duckdb")),
@@ -191,7 +205,12 @@ impl Config {
     pub fn describe(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "listen            {}", self.listen);
+        let _ = writeln!(
+            out,
+            "listen            {}{}",
+            self.listen,
+            self.tls.as_ref().map_or(String::new(), |(cert, _)| format!(" (HTTPS, certificate {})", cert.display()))
+        );
         let _ = writeln!(
             out,
             "analytics         {} (content {}, queue {})",

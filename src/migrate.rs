@@ -5,7 +5,7 @@
 //! every step lands in the analytics file's `migration_steps`.
 
 use crate::analytics::record::MigrationStepRecord;
-use crate::cli::{ask, Asked};
+use crate::cli::{Asked, Remote};
 use crate::config::Config;
 use crate::learn::StatRow;
 use crate::steering::{ShadowTarget, Steering};
@@ -189,15 +189,12 @@ pub fn verdict(old: &Standing, new: &Standing, margin: f64) -> Result<String, St
     ))
 }
 
-/// Where the running gateway is and how to talk to it.
-pub struct Target {
-    pub url: String,
-    pub admin_key: Option<String>,
-}
+/// The running gateway, as migrations talk to it.
+pub type Target = Remote;
 
-impl Target {
+impl Remote {
     fn call(&self, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, String> {
-        match ask(&self.url, self.admin_key.as_deref(), path, body)? {
+        match self.ask(path, body)? {
             Asked::Answer(v) => Ok(v),
             Asked::NoGateway(why) => Err(format!("{why}: migrations run on a live gateway (--url)")),
         }

@@ -30,10 +30,16 @@ pub fn run(live: Arc<Live>) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, HermesProxy { live: live.clone() });
-    service.add_tcp_with_settings(&listen, TcpSocketOptions::default());
+    match &gateway.config.tls {
+        Some((cert, key)) => service
+            .add_tls(&listen, &cert.to_string_lossy(), &key.to_string_lossy())
+            .map_err(|e| format!("HERMES_TLS_CERT / HERMES_TLS_KEY: cannot serve HTTPS with them: {e}"))?,
+        None => service.add_tcp_with_settings(&listen, TcpSocketOptions::default()),
+    }
     server.add_service(service);
     server.add_service(pingora::services::background::background_service("health checks", crate::health::Checker(live.clone())));
-    log::info!("hermes listening on http://{listen} with {} backend(s)", gateway.config.backends.len());
+    let scheme = if gateway.config.tls.is_some() { "https" } else { "http" };
+    log::info!("hermes listening on {scheme}://{listen} with {} backend(s)", gateway.config.backends.len());
     server.run(RunArgs { shutdown_signal: Box::new(GracefulStop { live, grace }) });
     Ok(())
 }

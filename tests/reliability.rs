@@ -113,3 +113,43 @@ fn a_client_that_stalls_its_body_is_cut_off_and_bad_bytes_get_400() {
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("messages[0].role")));
     assert_eq!(post_json(&chat, None, &chat_body("m", "still up")).status, 200);
 }
+
+/// HERMES_TLS_CERT / HERMES_TLS_KEY: HTTPS on the listener through pingora; plain HTTP is not
+/// answered there, and a half-configured pair is refused before start-up.
+#[test]
+fn tls_on_the_listener_serves_https_with_the_given_certificate() {
+    let dir = scratch_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success(), "openssl made a certificate");
+    let env = vec![
+        ("HERMES_BACKENDS_ENABLED", "sim".to_string()),
+        ("BACKEND_SIM_TYPE", "sim".into()),
+        ("BACKEND_SIM_LATENCY_MS", "0".into()),
+        ("HERMES_TLS_CERT", cert.display().to_string()),
+        ("HERMES_TLS_KEY", key.display().to_string()),
+    ];
+    let h = Hermes::start(&env, &[]);
+    let https = format!("https://127.0.0.1:{}", h.port);
+    let cacert = cert.display().to_string();
+    let r = curl(&["--cacert", &cacert, &format!("{https}/v1/chat/completions"), "-H", "content-type: application/json", "--data-binary", &chat_body("auto", "hello over TLS")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-hermes-backend"), Some("sim"));
+    // A client that does not trust the certificate is refused by curl itself; plain HTTP gets no answer.
+    let untrusted = std::process::Command::new("curl").args(["-sS", "--max-time", "5", &format!("{https}/health")]).output().unwrap();
+    assert!(!untrusted.status.success());
+    let plain = std::process::Command::new("curl").args(["-sS", "--max-time", "5", &format!("http://127.0.0.1:{}/health", h.port)]).output().unwrap();
+    assert!(!plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("\"status\""));
+
+    let half = hermes_once(&[("HERMES_BACKENDS_ENABLED", "sim"), ("BACKEND_SIM_TYPE", "sim"), ("HERMES_TLS_CERT", cert.to_str().unwrap())], &["check-config"]);
+    assert_eq!(half.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&half.stderr).contains("HERMES_TLS_KEY"));
+}

@@ -77,8 +77,9 @@ def us(v):
         sys.exit(f"unreadable wrk output:\n{text}")
     n, unit = m.groups()
     return float(n) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
-p50 = us(re.search(r"50%\s+(\S+)", text).group(1))
-p99 = us(re.search(r"99%\s+(\S+)", text).group(1))
+# Percentile lines only: "98.99%" in the stats table above them must not match.
+p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(f"{rps:.0f} {p50:.0f} {p99:.0f} {non2xx.group(1) if non2xx else 0}")
