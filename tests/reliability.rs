@@ -153,3 +153,26 @@ fn tls_on_the_listener_serves_https_with_the_given_certificate() {
     assert_eq!(half.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&half.stderr).contains("HERMES_TLS_KEY"));
 }
+
+/// Headers too many or too large are refused by pingora before Hermes sees the request: a 400
+/// (with an empty body: no hook exists there to shape it) and a closed connection; the gateway
+/// stays up for everyone else.
+#[test]
+fn oversized_headers_get_400_and_the_gateway_stays_up() {
+    let h = Hermes::start(&[("HERMES_BACKENDS_ENABLED", "sim".into()), ("BACKEND_SIM_TYPE", "sim".into())], &[]);
+    for head in [
+        (0..300).map(|i| format!("x-h{i}: v\r\n")).collect::<String>(),
+        format!("x-big: {}\r\n", "x".repeat(2 << 20)),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(format!("GET /v1/models HTTP/1.1\r\nHost: x\r\n{head}\r\n").as_bytes());
+        // The answer may come while the request is still being sent: its first bytes are enough.
+        let mut first = [0u8; 64];
+        let n = s.read(&mut first).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&first[..n]);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    let r = curl(&[&format!("{}/health", h.url())]);
+    assert_eq!(r.status, 200);
+}
