@@ -50,7 +50,7 @@ fn job(n: u64) -> JobRecord {
 
 fn writer(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("hermes-bench-analytics-{}", std::process::id()));
-    let (analytics, _) = Analytics::open(&dir.join("bench.duckdb"), 1 << 20).expect("open analytics");
+    let (analytics, _) = Analytics::open(&dir.join("bench.duckdb"), 1 << 20, 64).expect("open analytics");
     const BATCH: u64 = 20_000;
     let mut group = c.benchmark_group("analytics");
     group.throughput(Throughput::Elements(BATCH));

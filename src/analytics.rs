@@ -34,7 +34,7 @@ pub struct Memory {
 impl Analytics {
     /// Open (or create) the file, bring its schema up to date, read what the learner needs and
     /// start the writer. Fails when the file cannot be opened, e.g. another process holds it.
-    pub fn open(path: &Path, queue: usize) -> Result<(Analytics, Memory), String> {
+    pub fn open(path: &Path, queue: usize, memory_mb: u64) -> Result<(Analytics, Memory), String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("HERMES_DB_PATH: cannot create {}: {e}", dir.display()))?;
         }
@@ -47,7 +47,7 @@ impl Analytics {
             .name("analytics".into())
             .stack_size(16 << 20)
             .spawn(move || {
-                let opened = open_file(&path).and_then(|conn| {
+                let opened = open_file(&path, memory_mb).and_then(|conn| {
                     let memory = Memory {
                         seeds: query::seeds(&conn).map_err(|e| e.to_string())?,
                         recent_choices: query::recent_choices(&conn).map_err(|e| e.to_string())?,
@@ -125,12 +125,12 @@ impl Analytics {
     }
 }
 
-fn open_file(path: &Path) -> Result<duckdb::Connection, String> {
+fn open_file(path: &Path, memory_mb: u64) -> Result<duckdb::Connection, String> {
     // One thread is plenty for appends and the start-up reads, and keeps DuckDB off the cores
     // that serve requests.
     let config = duckdb::Config::default()
         .threads(1)
-        .and_then(|c| c.max_memory("256MB"))
+        .and_then(|c| c.max_memory(&format!("{memory_mb}MB")))
         .map_err(|e| e.to_string())?;
     let conn = duckdb::Connection::open_with_flags(path, config).map_err(|e| e.to_string())?;
     schema::migrate_to(&conn, schema::latest())?;
@@ -170,7 +170,7 @@ mod tests {
     fn records_flush_and_seed_the_next_start() {
         let dir = std::env::temp_dir().join(format!("hermes-analytics-{}", fastrand::u64(..)));
         let path = dir.join("a.duckdb");
-        let (a, memory) = Analytics::open(&path, 64).unwrap();
+        let (a, memory) = Analytics::open(&path, 64, 64).unwrap();
         assert!(memory.seeds.is_empty());
         for i in 0..10 {
             assert!(a.record_ok(job(&format!("r{i}"), "home", i != 0)));
@@ -181,7 +181,7 @@ mod tests {
         // The writer lets go of the file once the last sender is gone.
         let mut reopened = None;
         for _ in 0..100 {
-            if let Ok(r) = Analytics::open(&path, 64) {
+            if let Ok(r) = Analytics::open(&path, 64, 64) {
                 reopened = Some(r);
                 break;
             }

@@ -70,6 +70,8 @@ pub struct Config {
     pub random_seed: Option<u64>,
     /// HERMES_ANALYTICS_QUEUE: records that may wait for the writer before new ones are dropped.
     pub analytics_queue: usize,
+    /// HERMES_ANALYTICS_MEMORY_MB: the most DuckDB may hold in memory (it spills to its file).
+    pub analytics_memory_mb: u64,
     /// HERMES_TLS_CERT and HERMES_TLS_KEY: PEM files; HTTPS on HERMES_LISTEN when set.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -186,6 +188,7 @@ impl Config {
             log_content: env.bool_or("HERMES_LOG_CONTENT", false)?,
             random_seed: env.number("HERMES_RANDOM_SEED")?,
             analytics_queue: env.number_or("HERMES_ANALYTICS_QUEUE", 65_536usize)?.max(1),
+            analytics_memory_mb: env.number_or("HERMES_ANALYTICS_MEMORY_MB", 64u64)?.max(16),
         })
     }
 

@@ -48,7 +48,7 @@ pub struct Shared {
 impl Shared {
     /// Open the analytics file and seed the learner from it.
     pub fn open(config: &Config) -> Result<Shared, String> {
-        let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue)?;
+        let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue, config.analytics_memory_mb)?;
         let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
         Ok(Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(learner), analytics, helm: Arc::default() })
     }

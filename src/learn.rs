@@ -173,7 +173,8 @@ impl Learner {
         let rng = seed.map_or_else(|| SmallRng::seed_from_u64(fastrand::u64(..)), SmallRng::seed_from_u64);
         Learner {
             table: RwLock::new(HashMap::new()),
-            served: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(Duration::from_secs(7 * 24 * 3600)).build(),
+            // Older requests are looked up in the analytics file instead.
+            served: moka::sync::Cache::builder().max_capacity(50_000).time_to_live(Duration::from_secs(24 * 3600)).build(),
             recent_choices: Mutex::new(HashMap::new()),
             rng: Mutex::new(rng),
         }
