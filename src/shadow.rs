@@ -95,28 +95,15 @@ pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_
             error,
         };
         let mut rows = vec![row(&primary.backend, &request.model, Some(primary.status), primary.elapsed.as_secs_f64(), primary.text.chars().count(), None, None)];
-        match &outcome {
-            Ok((status, bytes)) => {
-                let text = answer_text(bytes);
-                rows.push(row(&cfg.name, &model, Some(*status), elapsed.as_secs_f64(), text.chars().count(), Some(similarity(&primary.text, &text)), None));
-            }
-            Err(e) => rows.push(row(&cfg.name, &model, None, elapsed.as_secs_f64(), 0, None, Some(e.clone()))),
-        }
-        gateway.analytics().offer(Event::Comparison(rows));
-        match &outcome {
-            Ok((status, bytes)) => {
-                let ok = (200..300).contains(status);
-                let sim = similarity(&primary.text, &answer_text(bytes));
-                gateway.shared.helm.tally(&cfg.name, ok, sim, elapsed.as_secs_f64(), primary.elapsed.as_secs_f64());
-            }
-            Err(_) => gateway.shared.helm.tally(&cfg.name, false, 0.0, elapsed.as_secs_f64(), primary.elapsed.as_secs_f64()),
-        }
+        let (seconds, primary_seconds) = (elapsed.as_secs_f64(), primary.elapsed.as_secs_f64());
         match outcome {
             Ok((status, bytes)) => {
                 let text = answer_text(&bytes);
                 let sim = similarity(&primary.text, &text);
-                let outcome = if status == 200 { "ok" } else { "error" };
-                counter!("hermes_shadow_requests_total", "backend" => cfg.name.clone(), "outcome" => outcome).increment(1);
+                let ok = (200..300).contains(&status);
+                rows.push(row(&cfg.name, &model, Some(status), seconds, text.chars().count(), Some(sim), None));
+                gateway.shared.helm.tally(&cfg.name, ok, sim, seconds, primary_seconds);
+                counter!("hermes_shadow_requests_total", "backend" => cfg.name.clone(), "outcome" => if ok { "ok" } else { "error" }).increment(1);
                 log::info!(
                     "shadow {request_id}: client got {} ({}, {} ms, {} chars); shadow {} ({status}, {} ms, {} chars); similarity {sim:.2}",
                     primary.backend,
@@ -129,10 +116,13 @@ pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_
                 );
             }
             Err(e) => {
+                gateway.shared.helm.tally(&cfg.name, false, 0.0, seconds, primary_seconds);
                 counter!("hermes_shadow_requests_total", "backend" => cfg.name.clone(), "outcome" => "error").increment(1);
                 log::info!("shadow {request_id}: shadow {} failed after {} ms: {e}", cfg.name, elapsed.as_millis());
+                rows.push(row(&cfg.name, &model, None, seconds, 0, None, Some(e)));
             }
         }
+        gateway.analytics().offer(Event::Comparison(rows));
     });
 }
 
