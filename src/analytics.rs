@@ -119,6 +119,7 @@ impl Analytics {
         let (done, wait) = std::sync::mpsc::channel();
         self.queued.fetch_add(1, Ordering::Relaxed);
         if tx.send(Event::Flush(done)).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
         wait.recv_timeout(within).is_ok()

@@ -87,16 +87,14 @@ fn ask(remote: &Remote, path: &str, body: Option<serde_json::Value>) -> Result<A
 pub fn stats(db: Vec<PathBuf>, url: Option<String>, json: bool, sources: &Sources) -> Result<String, String> {
     let asked_for = url.is_some();
     let place = locate(sources, url)?;
-    let rows = match (db.is_empty(), asked_for) {
-        (false, _) => stats_from_files(&db)?,
-        (true, true) => match place.remote.ask("/admin/stats", None)? {
+    let rows = if !db.is_empty() {
+        stats_from_files(&db)?
+    } else {
+        match place.remote.ask("/admin/stats", None)? {
             Asked::Answer(v) => rows_of(&v)?,
-            Asked::NoGateway(why) => return Err(why),
-        },
-        (true, false) => match place.remote.ask("/admin/stats", None)? {
-            Asked::Answer(v) => rows_of(&v)?,
+            Asked::NoGateway(why) if asked_for => return Err(why),
             Asked::NoGateway(_) => stats_from_files(&[&place.db_path])?,
-        },
+        }
     };
     if json {
         return serde_json::to_string_pretty(&rows).map(|s| s + "\n").map_err(|e| e.to_string());

@@ -43,9 +43,8 @@ pub struct Stats {
     latency_count: u64,
     ttft_ms_sum: f64,
     ttft_count: u64,
+    /// Over successful answers (`successes` is the denominator of cost per job).
     cost_cents_sum: f64,
-    /// Successful answers (the denominator of cost per job).
-    answers: u64,
     pub ratings: u64,
     /// Sum of ratings mapped to 0..1.
     rating_quality_sum: f64,
@@ -151,7 +150,6 @@ pub struct Seed {
     pub ttft_ms_sum: f64,
     pub ttft_count: u64,
     pub cost_cents_sum: f64,
-    pub answers: u64,
     pub ratings: u64,
     pub rating_sum: f64,
 }
@@ -195,7 +193,6 @@ impl Learner {
                 s.ttft_ms_sum = r.ttft_ms_sum;
                 s.ttft_count = r.ttft_count;
                 s.cost_cents_sum = r.cost_cents_sum;
-                s.answers = r.answers;
                 s.ratings = r.ratings;
                 s.rating_sum = r.rating_sum;
                 s.rating_quality_sum = (r.rating_sum - r.ratings as f64) / 4.0;
@@ -269,7 +266,6 @@ impl Learner {
             s.attempts += 1;
             if ok {
                 s.successes += 1;
-                s.answers += 1;
                 s.push_latency(o.latency.as_secs_f64() * 1000.0);
                 if let Some(t) = o.ttft {
                     s.ttft_ms_sum += t.as_secs_f64() * 1000.0;
@@ -327,7 +323,7 @@ impl Learner {
                         p50_ms: s.percentile_ms(0.5),
                         p95_ms: s.percentile_ms(0.95),
                         ttft_ms: (s.ttft_count > 0).then(|| s.ttft_ms_sum / s.ttft_count as f64),
-                        cost_cents_per_job: (s.answers > 0).then(|| s.cost_cents_sum / s.answers as f64),
+                        cost_cents_per_job: (s.successes > 0).then(|| s.cost_cents_sum / s.successes as f64),
                         ratings: s.ratings,
                         rating: (s.ratings > 0).then(|| s.rating_sum / s.ratings as f64),
                         share,
@@ -440,7 +436,6 @@ mod tests {
             latency_ms_sum: 400.0,
             latency_count: 4,
             recent_latencies_ms: vec![100.0; 4],
-            answers: 4,
             ratings: 4,
             rating_sum: 4.0,
             ..Seed::default()

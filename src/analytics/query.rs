@@ -19,7 +19,7 @@ pub fn seeds(conn: &Connection) -> duckdb::Result<Vec<Seed>> {
                 count(success), count(*) FILTER (WHERE success),
                 coalesce(sum(response_time_ms) FILTER (WHERE success), 0)::DOUBLE, count(response_time_ms) FILTER (WHERE success),
                 coalesce(sum(time_to_first_token_ms) FILTER (WHERE success), 0)::DOUBLE, count(time_to_first_token_ms) FILTER (WHERE success),
-                coalesce(sum(cost_cents) FILTER (WHERE success), 0)::DOUBLE, count(*) FILTER (WHERE success),
+                coalesce(sum(cost_cents) FILTER (WHERE success), 0)::DOUBLE,
                 count(user_satisfaction), coalesce(sum(user_satisfaction), 0)::DOUBLE
          FROM backend_performance
          WHERE job_type IS NOT NULL AND backend IS NOT NULL AND model_used IS NOT NULL
@@ -38,9 +38,8 @@ pub fn seeds(conn: &Connection) -> duckdb::Result<Vec<Seed>> {
             ttft_ms_sum: r.get(7)?,
             ttft_count: r.get::<_, i64>(8)? as u64,
             cost_cents_sum: r.get(9)?,
-            answers: r.get::<_, i64>(10)? as u64,
-            ratings: r.get::<_, i64>(11)? as u64,
-            rating_sum: r.get::<_, f64>(12)?,
+            ratings: r.get::<_, i64>(10)? as u64,
+            rating_sum: r.get::<_, f64>(11)?,
         })
     })?;
     let mut seeds: Vec<Seed> = rows.collect::<duckdb::Result<_>>()?;
@@ -123,7 +122,6 @@ pub fn stats_from_files(paths: &[impl AsRef<Path>]) -> Result<Vec<StatRow>, Stri
             m.ttft_ms_sum += s.ttft_ms_sum;
             m.ttft_count += s.ttft_count;
             m.cost_cents_sum += s.cost_cents_sum;
-            m.answers += s.answers;
             m.ratings += s.ratings;
             m.rating_sum += s.rating_sum;
         }

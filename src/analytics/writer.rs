@@ -185,7 +185,7 @@ impl Writer {
                 for (n, a) in j.attempts.iter().enumerate() {
                     app.append_row(params![
                         self.next_attempt_id,
-                        self.backend_ids.get(&a.backend).copied(),
+                        self.backend_id(Some(&a.backend)),
                         a.backend,
                         j.request_id,
                         n as i32 + 1,
