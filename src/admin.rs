@@ -3,7 +3,7 @@
 
 use crate::analytics::record::{FeedbackRecord, MigrationStepRecord};
 use crate::steering::Steering;
-use crate::analytics::writer::Event;
+use crate::analytics::Event;
 use crate::classify::JobType;
 use crate::gateway::{Gateway, Live};
 use crate::learn::Priors;

@@ -4,19 +4,47 @@
 //! The request path only ever `try_send`s into a bounded channel: when it is full the record is
 //! counted in `hermes_analytics_dropped_total` and the request goes on unharmed.
 
+// Without the `analytics` cargo feature (on by default) DuckDB is not compiled in: records go
+// nowhere. The fuzz targets build that way, so they need not compile DuckDB's C++.
+#[cfg(feature = "analytics")]
 pub mod query;
 pub mod record;
+#[cfg(feature = "analytics")]
 pub mod schema;
+#[cfg(feature = "analytics")]
 pub mod writer;
 
 use crate::learn::{Seed, Served};
-use record::JobRecord;
+use record::{BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord, MigrationStepRecord};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{Sender, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
-use writer::{Event, Writer};
+
+/// What goes to the writer thread.
+pub enum Event {
+    Job(Box<JobRecord>),
+    Feedback(FeedbackRecord),
+    Comparison(Vec<ComparisonRecord>),
+    Backends(Vec<BackendRecord>),
+    MigrationStep(MigrationStepRecord),
+    /// Where an older request ran, for a rating that arrives after a restart.
+    Lookup(String, tokio::sync::oneshot::Sender<Option<Served>>),
+    /// Write everything received so far, then answer.
+    Flush(Sender<()>),
+}
+
+/// What `hermes stats --db` prints from, when DuckDB is not compiled in.
+#[cfg(not(feature = "analytics"))]
+pub fn stats_from_files(_: &[impl AsRef<Path>]) -> Result<Vec<crate::learn::StatRow>, String> {
+    Err(NOT_BUILT_IN.to_string())
+}
+#[cfg(feature = "analytics")]
+pub use query::stats_from_files;
+
+#[cfg(not(feature = "analytics"))]
+const NOT_BUILT_IN: &str = "this hermes was built without the `analytics` feature (DuckDB)";
 
 /// The sending side, cheap to clone; the writer thread ends when the last clone is gone.
 #[derive(Clone)]
@@ -34,11 +62,12 @@ pub struct Memory {
 impl Analytics {
     /// Open (or create) the file, bring its schema up to date, read what the learner needs and
     /// start the writer. Fails when the file cannot be opened, e.g. another process holds it.
+    #[cfg(feature = "analytics")]
     pub fn open(path: &Path, queue: usize, memory_mb: u64) -> Result<(Analytics, Memory), String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("HERMES_DB_PATH: cannot create {}: {e}", dir.display()))?;
         }
-        let (tx, rx) = sync_channel(queue.max(1));
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let path = path.to_path_buf();
@@ -52,7 +81,7 @@ impl Analytics {
                         seeds: query::seeds(&conn).map_err(|e| e.to_string())?,
                         recent_choices: query::recent_choices(&conn).map_err(|e| e.to_string())?,
                     };
-                    let writer = Writer::new(conn, writer_queued).map_err(|e| e.to_string())?;
+                    let writer = writer::Writer::new(conn, writer_queued).map_err(|e| e.to_string())?;
                     Ok((writer, memory))
                 });
                 match opened {
@@ -68,6 +97,13 @@ impl Analytics {
             .map_err(|e| format!("cannot start the analytics writer: {e}"))?;
         let memory = ready_rx.recv().map_err(|_| "the analytics writer stopped while opening the file".to_string())??;
         Ok((Analytics { tx: Some(tx), queued }, memory))
+    }
+
+    /// Without DuckDB compiled in, the gateway runs and remembers nothing.
+    #[cfg(not(feature = "analytics"))]
+    pub fn open(path: &Path, _queue: usize, _memory_mb: u64) -> Result<(Analytics, Memory), String> {
+        log::warn!("{NOT_BUILT_IN}: nothing is written to {}", path.display());
+        Ok((Analytics::disabled(), Memory { seeds: Vec::new(), recent_choices: Vec::new() }))
     }
 
     /// Records go nowhere (tests of other parts, `check-config`).
@@ -126,6 +162,7 @@ impl Analytics {
     }
 }
 
+#[cfg(feature = "analytics")]
 fn open_file(path: &Path, memory_mb: u64) -> Result<duckdb::Connection, String> {
     // One thread is plenty for appends and the start-up reads, and keeps DuckDB off the cores
     // that serve requests.
@@ -138,7 +175,7 @@ fn open_file(path: &Path, memory_mb: u64) -> Result<duckdb::Connection, String> 
     Ok(conn)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "analytics"))]
 mod tests {
     use super::record::{AttemptRecord, FeedbackRecord};
     use super::*;
@@ -205,7 +242,7 @@ mod tests {
     fn a_full_queue_drops_and_counts_rather_than_waits() {
         // A writer that is not reading: the queue of two fills and the third record is refused
         // at once.
-        let (tx, rx) = sync_channel(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let a = Analytics { tx: Some(tx), queued: Arc::new(AtomicUsize::new(0)) };
         let started = std::time::Instant::now();
         let sent: Vec<bool> = (0..3).map(|i| a.record_ok(job(&format!("r{i}"), "home", true))).collect();

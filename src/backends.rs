@@ -1,7 +1,7 @@
 //! Backends: one trait (the spec's ExecutionBackend), one module per wire type, and the registry
 //! that builds them from configuration. Routing only ever sees `dyn Backend`.
 
-mod anthropic;
+pub mod anthropic;
 mod ollama;
 mod openai_compat;
 mod sim;

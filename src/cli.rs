@@ -1,9 +1,9 @@
 //! `hermes stats`, `hermes compare` and `hermes migrate`: ask the running gateway when there is
 //! one (DuckDB lets one process write the file), otherwise do the work here on the file itself.
 
-use crate::analytics::query::stats_from_files;
+use crate::analytics::stats_from_files;
 use crate::analytics::record::ComparisonRecord;
-use crate::analytics::writer::Event;
+use crate::analytics::Event;
 use crate::config::{Config, EnvSource, Sources};
 use crate::gateway::{Gateway, Shared};
 use crate::learn::StatRow;

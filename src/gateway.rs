@@ -260,7 +260,7 @@ impl Live {
     pub fn start(config: Config, sources: Sources) -> Result<Arc<Live>, String> {
         let shared = Shared::open(&config)?;
         let gateway = Gateway::new(config, shared.clone())?;
-        shared.analytics.offer(crate::analytics::writer::Event::Backends(gateway.backend_records()));
+        shared.analytics.offer(crate::analytics::Event::Backends(gateway.backend_records()));
         Ok(Arc::new(Live { current: ArcSwap::new(gateway), sources, shared }))
     }
 
@@ -288,7 +288,7 @@ impl Live {
             log::warn!("HERMES_DB_PATH changed to {}: a restart is needed to write there", config.db_path.display());
         }
         let gateway = Gateway::new(config, self.shared.clone())?;
-        self.shared.analytics.offer(crate::analytics::writer::Event::Backends(gateway.backend_records()));
+        self.shared.analytics.offer(crate::analytics::Event::Backends(gateway.backend_records()));
         self.current.store(gateway.clone());
         log::info!("configuration reloaded: {} backend(s)", gateway.config.backends.len());
         Ok(gateway)

@@ -3,7 +3,7 @@
 //! `comparisons` table; never returned.
 
 use crate::analytics::record::ComparisonRecord;
-use crate::analytics::writer::Event;
+use crate::analytics::Event;
 use crate::backends::Call;
 use crate::gateway::Gateway;
 use crate::openai::ApiRequest;

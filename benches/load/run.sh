@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Whole-path load test: an instant upstream (nginx `return 200` with an OpenAI answer), nginx
-# proxy_pass in front of it (the classic proxy baseline), and Hermes in front of it, all on this
-# machine, driven by wrk. Prints rps and latency percentiles and what each proxy adds over the
-# direct upstream, measured in the same run.
+# Whole-path load test, everything measured in one run on this machine:
+#   upstreams: nginx `return 200` with an OpenAI answer (instant), and streamload's OpenAI SSE
+#              server (benches/load/streamload.rs: a few chunks a few ms apart, or one a second);
+#   proxies:   nginx proxy_pass (the classic proxy baseline), Hermes with its default
+#              configuration (classification, routing, learner, metrics, DuckDB analytics, access
+#              log), and the LiteLLM proxy when `pip install litellm[proxy]` works here;
+#   load:      wrk closed loop at 1 and 64 connections; streamload's open loop at a constant rate
+#              (latency from when each request was due, wrk2-style); time to first token over
+#              streams; 5,000 streams held open at once against the slow upstream.
+# Prints markdown tables: rps, p50/p99, what each proxy adds over the direct upstream, TTFT,
+# chunk gaps, RSS.
 #
-#   benches/load/run.sh            # 8 s per run; DURATION=20 benches/load/run.sh for longer runs
+#   benches/load/run.sh                    # 8 s per run; DURATION=20 for longer, RATE=3000 for the
+#                                          # open-loop rate, STREAMS=5000, LITELLM=0 to skip LiteLLM
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-8}"
+RATE="${RATE:-2000}"
+STREAMS="${STREAMS:-5000}"
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
@@ -18,22 +28,29 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
 cargo build --release --bin hermes -q
 HERMES="$CARGO_TARGET_DIR/release/hermes"
+LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 work="$(mktemp -d)"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 0.2; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); PX=$(port); HM=$(port)
+UP=$(port); PX=$(port); SSE=$(port); SLOW=$(port); PXS=$(port)
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
 cat > "$work/nginx.conf" <<NGINX
 worker_processes auto;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx.err warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
 http {
   access_log off;
   client_body_temp_path $work/body;
   proxy_temp_path $work/proxy;
   upstream llm { server 127.0.0.1:$UP; keepalive 256; }
+  upstream sse { server 127.0.0.1:$SSE; keepalive 256; }
   server {
     listen 127.0.0.1:$UP;
     location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
@@ -43,28 +60,58 @@ http {
     listen 127.0.0.1:$PX;
     location / { proxy_pass http://llm; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+  server {
+    listen 127.0.0.1:$PXS;
+    location / { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
 }
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" &
-NGINX_PID=$!
-HERMES_LISTEN=127.0.0.1:$HM HERMES_DB_PATH="$work/hermes.duckdb" HERMES_BACKENDS_ENABLED=bench \
-  BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model \
-  "$HERMES" serve > "$work/hermes.log" 2>&1 &
-HERMES_PID=$!
-trap 'kill $NGINX_PID $HERMES_PID 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$HM/health" 2>/dev/null && curl -fsS -o /dev/null "http://127.0.0.1:$PX/v1/models" 2>/dev/null && break
-  sleep 0.1
-done
-rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$HERMES_PID/status"; }
-IDLE_RSS=$(rss)
+nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+"$LOADGEN" upstream "$SSE" 2 5 & pids+=($!)
+"$LOADGEN" upstream "$SLOW" 1000 120 & pids+=($!)
+
+# hermes NAME UPSTREAM_PORT: a gateway with one backend; prints its port, leaves its pid in $work/NAME.pid
+hermes() {
+  local name=$1 upstream=$2 p; p=$(port)
+  HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_BACKENDS_ENABLED=bench \
+    BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$upstream/v1 BACKEND_BENCH_MODELS=bench-model \
+    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$HERMES" serve > "$work/$name.log" 2>&1 &
+  echo $! > "$work/$name.pid"
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
+  echo "$p"
+}
+rss() { awk '/VmRSS/ {printf "%.0f MB", $2/1024}' "/proc/$1/status"; }
+HM=$(hermes main "$UP"); HPID=$(cat "$work/main.pid"); pids+=("$HPID")
+HMS=$(hermes sse "$SSE"); pids+=("$(cat "$work/sse.pid")")
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PX/v1/models" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+IDLE_RSS=$(rss "$HPID")
+
+LITELLM_PORT=""
+if [ "${LITELLM:-1}" = 1 ]; then
+  venv="$HOME/.cache/hermes-bench-litellm"
+  if [ -x "$venv/bin/litellm" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'litellm[proxy]' >"$work/pip.log" 2>&1; }; then
+    LITELLM_PORT=$(port)
+    cat > "$work/litellm.yaml" <<YAML
+model_list:
+  - model_name: bench-model
+    litellm_params: {model: openai/bench-model, api_base: "http://127.0.0.1:$UP/v1", api_key: bench}
+litellm_settings: {telemetry: false}
+YAML
+    "$venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "$LITELLM_PORT" > "$work/litellm.log" 2>&1 & pids+=($!)
+    for _ in $(seq 1 600); do curl -fsS -o /dev/null "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 2>/dev/null && break; sleep 0.2; done
+    curl -fsS -o /dev/null "http://127.0.0.1:$LITELLM_PORT/health/liveliness" || { echo "LiteLLM did not start (see its log); its row is left out" >&2; LITELLM_PORT=""; }
+  else
+    echo "litellm[proxy] did not install here; its row is left out" >&2
+  fi
+fi
 
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
 LUA
-# rps p50 p99 (microseconds) from wrk --latency
+# rps p50 p99 (microseconds) non-2xx, from wrk --latency
 measure() {
   local conns=$1 threads=$2 url=$3
   wrk -t"$threads" -c"$conns" -d"${DURATION}s" --latency -s "$work/post.lua" "$url" > "$work/wrk.out" 2>&1
@@ -85,17 +132,62 @@ non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(f"{rps:.0f} {p50:.0f} {p99:.0f} {non2xx.group(1) if non2xx else 0}")
 PY
 }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r); wrk shares the cores; ${DURATION}s per run"
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+targets=("nginx proxy_pass:$PX" "hermes:$HM")
+[ -n "$LITELLM_PORT" ] && targets+=("litellm:$LITELLM_PORT")
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load generators share the cores; ${DURATION}s per run"
+echo
+echo "Closed loop (wrk), non-streamed chat completion:"
 printf "| target | connections | req/s | p50 | p99 | added p50 | added p99 | non-2xx |\n|---|---|---|---|---|---|---|---|\n"
 for conns in 1 64; do
   threads=$([ "$conns" = 1 ] && echo 1 || echo 2)
   read -r d_rps d50 d99 d_bad <<<"$(measure $conns $threads "http://127.0.0.1:$UP/v1/chat/completions")"
   printf "| direct upstream | %s | %s | %s µs | %s µs | | | %s |\n" "$conns" "$d_rps" "$d50" "$d99" "$d_bad"
-  for target in "nginx proxy_pass:$PX" "hermes:$HM"; do
+  for target in "${targets[@]}"; do
     name=${target%%:*}; p=${target##*:}
     read -r rps p50 p99 bad <<<"$(measure $conns $threads "http://127.0.0.1:$p/v1/chat/completions")"
     printf "| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s |\n" "$name" "$conns" "$rps" "$p50" "$p99" "$((p50 - d50))" "$((p99 - d99))" "$bad"
   done
 done
+
 echo
-echo "hermes RSS: idle $IDLE_RSS, after the runs $(rss)"
+echo "Open loop at $RATE req/s over 16 connections (streamload rate; latency from when each request was due):"
+printf "| target | achieved req/s | p50 | p99 | p99.9 | added p50 | added p99 | failed |\n|---|---|---|---|---|---|---|---|\n"
+direct=$("$LOADGEN" rate "127.0.0.1:$UP" "$RATE" "$DURATION" 16)
+d50=$(field "$direct" p50); d99=$(field "$direct" p99)
+printf "| direct upstream | %s | %s µs | %s µs | %s µs | | | %s |\n" "$(field "$direct" achieved_rps)" "$d50" "$d99" "$(field "$direct" p999)" "$(field "$direct" failed)"
+for target in "${targets[@]}"; do
+  name=${target%%:*}; p=${target##*:}
+  r=$("$LOADGEN" rate "127.0.0.1:$p" "$RATE" "$DURATION" 16)
+  printf "| %s | %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s |\n" "$name" "$(field "$r" achieved_rps)" "$(field "$r" p50)" "$(field "$r" p99)" \
+    "$(field "$r" p999)" "$(( $(field "$r" p50) - d50 ))" "$(( $(field "$r" p99) - d99 ))" "$(field "$r" failed)"
+done
+
+echo
+echo "Streaming (streamload ttft: 1,000 streams one after another, 5 chunks 2 ms apart, TCP_NODELAY on the client):"
+printf "| target | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | whole stream p50 | longest gap | reads per stream | failed |\n|---|---|---|---|---|---|---|---|---|\n"
+direct=$("$LOADGEN" ttft "127.0.0.1:$SSE" 1000)
+t50=$(field "$direct" ttft_p50); t99=$(field "$direct" ttft_p99)
+printf "| direct upstream | %s µs | %s µs | | | %s µs | %s µs | %s | %s |\n" "$t50" "$t99" "$(field "$direct" total_p50)" "$(field "$direct" gap_max)" "$(field "$direct" reads_per_stream)" "$(field "$direct" failed)"
+for target in "nginx proxy_pass:$PXS" "hermes:$HMS"; do
+  name=${target%%:*}; p=${target##*:}
+  r=$("$LOADGEN" ttft "127.0.0.1:$p" 1000)
+  printf "| %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs | %s | %s |\n" "$name" "$(field "$r" ttft_p50)" "$(field "$r" ttft_p99)" \
+    "$(( $(field "$r" ttft_p50) - t50 ))" "$(( $(field "$r" ttft_p99) - t99 ))" "$(field "$r" total_p50)" "$(field "$r" gap_max)" "$(field "$r" reads_per_stream)" "$(field "$r" failed)"
+done
+AFTER_RSS=$(rss "$HPID")
+
+# A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams.
+HSLOW=$(hermes slow "$SLOW"); SPID=$(cat "$work/slow.pid"); pids+=("$SPID")
+SLOW_IDLE=$(rss "$SPID")
+"$LOADGEN" hold "127.0.0.1:$HSLOW" "$STREAMS" 20 > "$work/hold.out" &
+HOLD=$!
+peak=0
+for _ in $(seq 1 40); do
+  sleep 0.5
+  kb=$(awk '/VmRSS/ {print $2}' "/proc/$SPID/status"); [ "$kb" -gt "$peak" ] && peak=$kb
+done
+wait $HOLD
+echo
+echo "Memory: hermes idle $IDLE_RSS, after the runs above $AFTER_RSS; a fresh gateway idle $SLOW_IDLE, holding $STREAMS streams $((peak / 1024)) MB at the peak ($(tail -1 "$work/hold.out"))"

@@ -3,13 +3,14 @@
 //! batch is large, before a rating or lookup that must see them, and on shutdown.
 
 use super::query;
-use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord, MigrationStepRecord};
-use crate::learn::{rating_quality, Served};
+use super::Event;
+use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
+use crate::learn::rating_quality;
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{params, Connection};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,17 +19,6 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// A batch this large is written without waiting for the clock.
 const BATCH_ROWS: usize = 5_000;
 
-pub enum Event {
-    Job(Box<JobRecord>),
-    Feedback(FeedbackRecord),
-    Comparison(Vec<ComparisonRecord>),
-    Backends(Vec<BackendRecord>),
-    MigrationStep(MigrationStepRecord),
-    /// Where an older request ran, for a rating that arrives after a restart.
-    Lookup(String, tokio::sync::oneshot::Sender<Option<Served>>),
-    /// Write everything received so far, then answer.
-    Flush(Sender<()>),
-}
 
 pub struct Writer {
     conn: Connection,
