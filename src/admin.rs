@@ -179,7 +179,7 @@ async fn rate(gateway: &Gateway, session: &mut Session) -> Result<serde_json::Va
     });
     learner.rate(&request_id, served, rating);
     let record = FeedbackRecord { request_id, rating, comment, at: std::time::SystemTime::now() };
-    if !gateway.analytics().offer(Event::Feedback(record)) {
+    if !gateway.analytics().offer(Event::Feedback(Box::new(record))) {
         log::warn!("a rating was learned but could not be queued for the analytics file");
     }
     Ok(reply)
@@ -250,7 +250,7 @@ pub async fn steer(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) 
         if let Some(mut step) = step {
             log::info!("migration {} step {}: {} ({})", step.migration_id, step.step, step.action, step.outcome);
             step.steering = described;
-            gateway.analytics().offer(Event::MigrationStep(step));
+            gateway.analytics().offer(Event::MigrationStep(Box::new(step)));
         }
         Ok::<_, ApiError>(migration_state(gateway))
     }

@@ -25,10 +25,11 @@ use std::time::Duration;
 /// What goes to the writer thread.
 pub enum Event {
     Job(Box<JobRecord>),
-    Feedback(FeedbackRecord),
+    // Boxed so every event is small: the queue's slots are allocated up front.
+    Feedback(Box<FeedbackRecord>),
     Comparison(Vec<ComparisonRecord>),
     Backends(Vec<BackendRecord>),
-    MigrationStep(MigrationStepRecord),
+    MigrationStep(Box<MigrationStepRecord>),
     /// Where an older request ran, for a rating that arrives after a restart.
     Lookup(String, tokio::sync::oneshot::Sender<Option<Served>>),
     /// Write everything received so far, then answer.
@@ -121,10 +122,7 @@ impl Analytics {
         let Some(tx) = &self.tx else { return false };
         self.queued.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(event) {
-            Ok(()) => {
-                metrics::gauge!("hermes_analytics_queue_depth").set(self.queued.load(Ordering::Relaxed) as f64);
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 let reason = if matches!(e, TrySendError::Full(_)) { "queue_full" } else { "writer_stopped" };
@@ -213,7 +211,7 @@ mod tests {
         for i in 0..10 {
             assert!(a.record_ok(job(&format!("r{i}"), "home", i != 0)));
         }
-        a.offer(Event::Feedback(FeedbackRecord { request_id: "r1".into(), rating: 5, comment: None, at: SystemTime::now() }));
+        a.offer(Event::Feedback(Box::new(FeedbackRecord { request_id: "r1".into(), rating: 5, comment: None, at: SystemTime::now() })));
         assert!(a.flush(Duration::from_secs(10)));
         drop(a);
         // The writer lets go of the file once the last sender is gone.

@@ -5,13 +5,16 @@
 use crate::gateway::Live;
 use crate::proxy::HermesProxy;
 use async_trait::async_trait;
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
+
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 pub fn run(live: Arc<Live>) -> Result<(), String> {
     let gateway = live.current();
@@ -30,12 +33,18 @@ pub fn run(live: Arc<Live>) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, HermesProxy { live: live.clone() });
-    match &gateway.config.tls {
-        Some((cert, key)) => service
-            .add_tls(&listen, &cert.to_string_lossy(), &key.to_string_lossy())
-            .map_err(|e| format!("HERMES_TLS_CERT / HERMES_TLS_KEY: cannot serve HTTPS with them: {e}"))?,
-        None => service.add_tcp_with_settings(&listen, TcpSocketOptions::default()),
+    // pingora reads each connection through a 64 KiB buffer unless told otherwise; requests and
+    // their headers are a few KiB, and with thousands of streams open those buffers were most of
+    // the gateway's memory. Larger bodies are read past this buffer, not through it.
+    let mut endpoint = ListenerConfig::tcp(&listen)
+        .tcp_socket_options(TcpSocketOptions::default())
+        .l4_buffer(L4BufferSettings::new(READ_BUFFER_BYTES, DEFAULT_L4_WRITE_BUFFER_SIZE));
+    if let Some((cert, key)) = &gateway.config.tls {
+        let tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+            .map_err(|e| format!("HERMES_TLS_CERT / HERMES_TLS_KEY: cannot serve HTTPS with them: {e}"))?;
+        endpoint = endpoint.tls(tls);
     }
+    service.add_listener(endpoint);
     server.add_service(service);
     server.add_service(pingora::services::background::background_service("health checks", crate::health::Checker(live.clone())));
     let scheme = if gateway.config.tls.is_some() { "https" } else { "http" };

@@ -6,7 +6,7 @@
 #              configuration (classification, routing, learner, metrics, DuckDB analytics, access
 #              log), and the LiteLLM proxy when `pip install litellm[proxy]` works here;
 #   load:      wrk closed loop at 1 and 64 connections; streamload's open loop at a constant rate
-#              (latency from when each request was due, wrk2-style); time to first token over
+#              (a request held back by a slow one counts from when it was due, wrk2-style); time to first token over
 #              streams; 5,000 streams held open at once against the slow upstream.
 # Prints markdown tables: rps, p50/p99, what each proxy adds over the direct upstream, TTFT,
 # chunk gaps, RSS.
@@ -29,7 +29,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
 cargo build --release --bin hermes -q
 HERMES="$CARGO_TARGET_DIR/release/hermes"
 LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
+  | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable") and j["target"]["name"] == "streamload"][-1])')
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 work="$(mktemp -d)"
@@ -152,7 +152,7 @@ for conns in 1 64; do
 done
 
 echo
-echo "Open loop at $RATE req/s over 16 connections (streamload rate; latency from when each request was due):"
+echo "Open loop at $RATE req/s over 16 connections (streamload rate; a request held back counts from when it was due):"
 printf "| target | achieved req/s | p50 | p99 | p99.9 | added p50 | added p99 | failed |\n|---|---|---|---|---|---|---|---|\n"
 direct=$("$LOADGEN" rate "127.0.0.1:$UP" "$RATE" "$DURATION" 16)
 d50=$(field "$direct" p50); d99=$(field "$direct" p99)

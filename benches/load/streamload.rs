@@ -3,9 +3,9 @@
 //!   streamload upstream PORT GAP_MS EVENTS        an OpenAI SSE server: EVENTS chunks, GAP_MS apart
 //!   streamload ttft HOST:PORT N                   N streamed requests one after another: time to
 //!                                                 first token, gaps between chunks, whole stream
-//!   streamload rate HOST:PORT RPS SECONDS CONNS   open loop at a constant rate (wrk2-style: latency
-//!                                                 counts from when a request was due, so a stall
-//!                                                 is not hidden by the requests it held back)
+//!   streamload rate HOST:PORT RPS SECONDS CONNS   open loop at a constant rate (wrk2-style: a
+//!                                                 request held back by a slow one counts from when
+//!                                                 it was due, so a stall is not hidden)
 //!   streamload hold HOST:PORT STREAMS SECONDS     STREAMS streams open at once for SECONDS
 //!
 //! Results are one line of `key=value` pairs on stdout, in microseconds.
@@ -161,12 +161,19 @@ async fn rate(addr: &str, rps: f64, seconds: f64, conns: usize) {
                 let (mut lat, mut bad) = (Vec::with_capacity(count as usize), 0u64);
                 let mut buf = Vec::new();
                 let offset = per_conn.mul_f64(c as f64 / conns as f64);
+                let mut previous_done = start;
                 for i in 0..count {
                     let due = start + offset + per_conn * i;
                     tokio::time::sleep_until(due.into()).await;
+                    // Behind schedule (the last answer came after this one was due): count from
+                    // when it was due, so a stall is charged to every request it held back.
+                    // On schedule: from when it was sent, so the timer's millisecond grain is not.
+                    let since = if previous_done > due { due } else { Instant::now() };
                     conn.write_all(&req).await.expect("write");
-                    match read_response(&mut conn, &mut buf).await {
-                        Ok(r) if r.status == 200 => lat.push(us(due.elapsed())),
+                    let answer = read_response(&mut conn, &mut buf).await;
+                    previous_done = Instant::now();
+                    match answer {
+                        Ok(r) if r.status == 200 => lat.push(us(since.elapsed())),
                         _ => {
                             bad += 1;
                             conn = connect(&addr).await;

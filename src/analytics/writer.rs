@@ -10,12 +10,14 @@ use duckdb::types::{TimeUnit, Value};
 use duckdb::{params, Connection};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A kill -9 loses at most this much.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long a rating, lookup or shutdown flush may wait for the writer to look.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 /// A batch this large is written without waiting for the clock.
 const BATCH_ROWS: usize = 5_000;
 
@@ -39,25 +41,37 @@ impl Writer {
         Ok(w)
     }
 
+    /// Wakes on a clock, not per record: a writer parked in `recv` would cost every request a
+    /// futex wake and a context switch; parked in `sleep`, senders wake nobody.
     pub fn run(mut self, rx: Receiver<Event>) {
         let mut last_flush = Instant::now();
         loop {
-            let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
-            match rx.recv_timeout(wait) {
-                Ok(event) => {
-                    self.queued.fetch_sub(1, Ordering::Relaxed);
-                    metrics::gauge!("hermes_analytics_queue_depth").set(self.queued.load(Ordering::Relaxed) as f64);
-                    self.handle(event);
+            let mut handled = 0usize;
+            let stopped = loop {
+                match rx.try_recv() {
+                    Ok(event) => {
+                        handled += 1;
+                        self.handle(event);
+                        if self.jobs.len() >= BATCH_ROWS {
+                            break false;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
+            };
+            // The queue-depth gauge is read from this count when /metrics is scraped.
+            self.queued.fetch_sub(handled, Ordering::Relaxed);
+            if stopped {
+                self.flush();
+                return;
             }
             if last_flush.elapsed() >= FLUSH_EVERY || self.jobs.len() >= BATCH_ROWS {
                 self.flush();
                 last_flush = Instant::now();
+            }
+            if self.jobs.len() < BATCH_ROWS {
+                std::thread::sleep(POLL_EVERY);
             }
         }
     }
