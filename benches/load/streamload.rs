@@ -17,9 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 const BODY: &str = r#"{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}"#;
 const STREAM_BODY: &str = r#"{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"Say hello in one word."}]}"#;
 
+/// LOADGEN_AUTH, when set, goes out as a bearer key (the LiteLLM proxy insists on one).
 fn request(host: &str, body: &str) -> Vec<u8> {
+    let auth = std::env::var("LOADGEN_AUTH").map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
