@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod health;
 pub mod learn;
 pub mod limits;
+pub mod log_batch;
 pub mod migrate;
 pub mod ollama;
 pub mod openai;

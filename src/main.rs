@@ -128,6 +128,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn"),
     )
+    .target(hermes::log_batch::target())
     .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -142,6 +143,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate(MigrateCommand::Rollback { url, config }) => hermes::cli::migrate_rollback(url, &config.sources()).map(|out| print!("{out}")),
     };
+    hermes::log_batch::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

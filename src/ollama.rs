@@ -211,11 +211,19 @@ impl NdjsonToSse {
     /// SSE bytes for this piece of NDJSON; an error line from Ollama is an error.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
-        self.partial.extend_from_slice(chunk);
-        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=nl).collect();
-            self.line(&line, &mut out)?;
+        // Only the new bytes can hold a line end (see `sse::EventSplitter::feed`).
+        let mut searched = self.partial.len();
+        let mut pending = std::mem::take(&mut self.partial);
+        pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(at) = pending[searched..].iter().position(|&b| b == b'\n') {
+            let nl = searched + at;
+            self.line(&pending[start..nl], &mut out)?;
+            start = nl + 1;
+            searched = start;
         }
+        pending.drain(..start);
+        self.partial = pending;
         Ok(out)
     }
 

@@ -94,6 +94,7 @@ impl ShutdownSignalWatch for GracefulStop {
                 log::warn!("analytics were not fully written within {flush_within:?}");
             }
             log::info!("hermes stopped");
+            crate::log_batch::flush();
             std::process::exit(0);
         });
         ShutdownSignal::GracefulTerminate

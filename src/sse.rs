@@ -103,11 +103,15 @@ pub struct EventSplitter {
 impl EventSplitter {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
+        // Only the new bytes are searched for line ends (what is pending has none), and lines are
+        // read in place: a long line arriving in small pieces costs linear, not quadratic, time.
+        let mut searched = self.partial.len();
         self.partial.extend_from_slice(chunk);
-        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.partial.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\n', '\r']);
+        let mut start = 0;
+        while let Some(at) = self.partial[searched..].iter().position(|&b| b == b'\n') {
+            let nl = searched + at;
+            let line = String::from_utf8_lossy(&self.partial[start..nl]);
+            let line = line.trim_end_matches('\r');
             if line.is_empty() {
                 if !self.data.is_empty() || self.name.is_some() {
                     events.push(Event { name: self.name.take(), data: std::mem::take(&mut self.data).join("\n") });
@@ -117,7 +121,10 @@ impl EventSplitter {
             } else if let Some(v) = line.strip_prefix("data:") {
                 self.data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
             }
+            start = nl + 1;
+            searched = start;
         }
+        self.partial.drain(..start);
         events
     }
 }

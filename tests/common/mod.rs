@@ -60,7 +60,9 @@ impl Hermes {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Everything logged so far: Hermes writes its lines out every 50 ms (`log_batch`).
     pub fn log(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(120));
         let mut s = String::new();
         let _ = std::fs::File::open(self.dir.join("stderr.log")).and_then(|mut f| f.read_to_string(&mut s));
         s
