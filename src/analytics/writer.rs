@@ -21,7 +21,6 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 /// A batch this large is written without waiting for the clock.
 const BATCH_ROWS: usize = 5_000;
 
-
 pub struct Writer {
     conn: Connection,
     jobs: Vec<JobRecord>,
