@@ -197,7 +197,7 @@ pub struct NdjsonToSse {
     model: String,
     created: u64,
     include_usage: bool,
-    partial: Vec<u8>,
+    lines: crate::sse::Lines,
     sent_role: bool,
     tools_sent: usize,
     pub done: bool,
@@ -205,26 +205,16 @@ pub struct NdjsonToSse {
 
 impl NdjsonToSse {
     pub fn new(id: String, model: String, created: u64, include_usage: bool) -> NdjsonToSse {
-        NdjsonToSse { id, model, created, include_usage, partial: Vec::new(), sent_role: false, tools_sent: 0, done: false }
+        NdjsonToSse { id, model, created, include_usage, lines: Default::default(), sent_role: false, tools_sent: 0, done: false }
     }
 
     /// SSE bytes for this piece of NDJSON; an error line from Ollama is an error.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
-        // Only the new bytes can hold a line end (see `sse::EventSplitter::feed`).
-        let mut searched = self.partial.len();
-        let mut pending = std::mem::take(&mut self.partial);
-        pending.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(at) = pending[searched..].iter().position(|&b| b == b'\n') {
-            let nl = searched + at;
-            self.line(&pending[start..nl], &mut out)?;
-            start = nl + 1;
-            searched = start;
-        }
-        pending.drain(..start);
-        self.partial = pending;
-        Ok(out)
+        let mut lines = std::mem::take(&mut self.lines);
+        let fed = lines.feed(chunk, |line| self.line(line, &mut out));
+        self.lines = lines;
+        fed.map(|()| out)
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {

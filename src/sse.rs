@@ -24,10 +24,37 @@ pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<WithUsage>(body).ok()?.usage
 }
 
+/// Whole lines out of a byte stream cut anywhere: lines inside a chunk are handed over in place,
+/// and only a line split across chunks is copied (so a long line in small pieces costs linear time).
+#[derive(Debug, Default)]
+pub struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Calls `each` with every line this chunk completes, without its `\n`, in order; stops at
+    /// the first error. The unfinished tail waits for the next chunk.
+    pub fn feed<E>(&mut self, mut chunk: &[u8], mut each: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            let (head, rest) = chunk.split_at(nl);
+            if self.pending.is_empty() {
+                each(head)?;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(head);
+                each(&line)?;
+            }
+            chunk = &rest[1..];
+        }
+        self.pending.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
 /// Follows one SSE stream line by line. Only lines that may carry usage are parsed as JSON.
 #[derive(Debug, Default)]
 pub struct SseScanner {
-    partial: Vec<u8>,
+    lines: Lines,
     pub usage: Option<Usage>,
     pub saw_done: bool,
     pub data_events: u64,
@@ -38,19 +65,13 @@ pub struct SseScanner {
 }
 
 impl SseScanner {
-    pub fn feed(&mut self, mut chunk: &[u8]) {
-        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
-            let (head, rest) = chunk.split_at(nl);
-            if self.partial.is_empty() {
-                self.line(head);
-            } else {
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(head);
-                self.line(&line);
-            }
-            chunk = &rest[1..];
-        }
-        self.partial.extend_from_slice(chunk);
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut lines = std::mem::take(&mut self.lines);
+        let _ = lines.feed(chunk, |line| {
+            self.line(line);
+            Ok::<_, std::convert::Infallible>(())
+        });
+        self.lines = lines;
     }
 
     fn line(&mut self, line: &[u8]) {
@@ -95,7 +116,7 @@ pub struct Event {
 /// Splits an SSE stream into whole events, wherever the chunks are cut.
 #[derive(Debug, Default)]
 pub struct EventSplitter {
-    partial: Vec<u8>,
+    lines: Lines,
     name: Option<String>,
     data: Vec<String>,
 }
@@ -103,28 +124,21 @@ pub struct EventSplitter {
 impl EventSplitter {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
-        // Only the new bytes are searched for line ends (what is pending has none), and lines are
-        // read in place: a long line arriving in small pieces costs linear, not quadratic, time.
-        let mut searched = self.partial.len();
-        self.partial.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(at) = self.partial[searched..].iter().position(|&b| b == b'\n') {
-            let nl = searched + at;
-            let line = String::from_utf8_lossy(&self.partial[start..nl]);
+        let EventSplitter { lines, name, data } = self;
+        let _ = lines.feed(chunk, |raw| {
+            let line = String::from_utf8_lossy(raw);
             let line = line.trim_end_matches('\r');
             if line.is_empty() {
-                if !self.data.is_empty() || self.name.is_some() {
-                    events.push(Event { name: self.name.take(), data: std::mem::take(&mut self.data).join("\n") });
+                if !data.is_empty() || name.is_some() {
+                    events.push(Event { name: name.take(), data: std::mem::take(data).join("\n") });
                 }
             } else if let Some(v) = line.strip_prefix("event:") {
-                self.name = Some(v.trim_start().to_string());
+                *name = Some(v.trim_start().to_string());
             } else if let Some(v) = line.strip_prefix("data:") {
-                self.data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
             }
-            start = nl + 1;
-            searched = start;
-        }
-        self.partial.drain(..start);
+            Ok::<_, std::convert::Infallible>(())
+        });
         events
     }
 }
