@@ -48,40 +48,36 @@ pub(crate) enum Asked {
 
 impl Remote {
     pub(crate) fn ask(&self, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
-        ask(self, path, body)
+        let (url, key) = (self.url.as_str(), self.admin_key.as_deref());
+        runtime()?.block_on(async {
+            let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(600));
+            if let Some(ca) = &self.ca {
+                let pem = std::fs::read(ca).map_err(|e| format!("HERMES_TLS_CERT {}: {e}", ca.display()))?;
+                builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(|e| format!("HERMES_TLS_CERT: {e}"))?);
+            }
+            let client = builder.build().map_err(|e| e.to_string())?;
+            let target = format!("{}{path}", url.trim_end_matches('/'));
+            let mut req = match &body {
+                Some(b) => client.post(&target).json(b),
+                None => client.get(&target),
+            };
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => return Ok(Asked::NoGateway(format!("no gateway answers at {url}"))),
+                Err(e) => return Err(format!("{target}: {e}")),
+            };
+            let status = resp.status();
+            let value: serde_json::Value = resp.json().await.map_err(|e| format!("{target}: {e}"))?;
+            if !status.is_success() {
+                let msg = value["error"]["message"].as_str().unwrap_or("no message").to_string();
+                return Err(format!("{target}: HTTP {status}: {msg}"));
+            }
+            Ok(Asked::Answer(value))
+        })
     }
-}
-
-fn ask(remote: &Remote, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
-    let (url, key) = (remote.url.as_str(), remote.admin_key.as_deref());
-    runtime()?.block_on(async {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(600));
-        if let Some(ca) = &remote.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("HERMES_TLS_CERT {}: {e}", ca.display()))?;
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(|e| format!("HERMES_TLS_CERT: {e}"))?);
-        }
-        let client = builder.build().map_err(|e| e.to_string())?;
-        let target = format!("{}{path}", url.trim_end_matches('/'));
-        let mut req = match &body {
-            Some(b) => client.post(&target).json(b),
-            None => client.get(&target),
-        };
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_connect() => return Ok(Asked::NoGateway(format!("no gateway answers at {url}"))),
-            Err(e) => return Err(format!("{target}: {e}")),
-        };
-        let status = resp.status();
-        let value: serde_json::Value = resp.json().await.map_err(|e| format!("{target}: {e}"))?;
-        if !status.is_success() {
-            let msg = value["error"]["message"].as_str().unwrap_or("no message").to_string();
-            return Err(format!("{target}: HTTP {status}: {msg}"));
-        }
-        Ok(Asked::Answer(value))
-    })
 }
 
 pub fn stats(db: Vec<PathBuf>, url: Option<String>, json: bool, sources: &Sources) -> Result<String, String> {

@@ -189,9 +189,6 @@ pub fn verdict(old: &Standing, new: &Standing, margin: f64) -> Result<String, St
     ))
 }
 
-/// The running gateway, as migrations talk to it.
-pub type Target = Remote;
-
 impl Remote {
     fn call(&self, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, String> {
         match self.ask(path, body)? {
@@ -206,7 +203,7 @@ impl Remote {
 }
 
 /// Carry the plan out step by step; a failed check rolls back to the configuration and errs.
-pub fn apply(target: &Target, from: &str, to: &str, strategy: Strategy, stage: Duration, margin: f64, mut log: impl FnMut(&str)) -> Result<(), String> {
+pub fn apply(target: &Remote, from: &str, to: &str, strategy: Strategy, stage: Duration, margin: f64, mut log: impl FnMut(&str)) -> Result<(), String> {
     let id = format!("mig_{:012x}", fastrand::u64(..) >> 16);
     let record = |s: &Step, outcome: &str, detail: Option<String>| MigrationStepRecord {
         migration_id: id.clone(),
@@ -271,7 +268,7 @@ fn shadow_report(tally: &serde_json::Value) -> String {
 }
 
 /// Wait (at most five minutes) for a backend's in-flight requests to finish.
-fn wait_idle(target: &Target, backend: &str) -> Result<Duration, String> {
+fn wait_idle(target: &Remote, backend: &str) -> Result<Duration, String> {
     let started = Instant::now();
     loop {
         let state = target.call("/admin/migration", None)?;
@@ -286,7 +283,7 @@ fn wait_idle(target: &Target, backend: &str) -> Result<Duration, String> {
 }
 
 /// Clear every migration override: routing is exactly what the configuration says.
-pub fn rollback(target: &Target, of: Option<(&str, Strategy, &str, &str)>) -> Result<Steering, String> {
+pub fn rollback(target: &Remote, of: Option<(&str, Strategy, &str, &str)>) -> Result<Steering, String> {
     let before: Steering = serde_json::from_value(target.call("/admin/migration", None)?["steering"].clone()).map_err(|e| e.to_string())?;
     let step = MigrationStepRecord {
         migration_id: of.map_or_else(|| format!("rollback_{:012x}", fastrand::u64(..) >> 16), |o| o.0.to_string()),
