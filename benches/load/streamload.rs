@@ -35,16 +35,8 @@ struct Response {
 
 /// Reads one response (content-length or chunked), keeping any bytes past it in `buf`.
 async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Response> {
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        fill(conn, buf).await?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let (head, length) = read_head(conn, buf).await?;
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
-    buf.drain(..head_end);
     let mut arrivals = Vec::new();
     if !buf.is_empty() {
         arrivals.push(Instant::now());
@@ -79,6 +71,21 @@ async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resu
         }
     }
     Ok(Response { status, arrivals })
+}
+
+/// A request's or response's head, lowercased, with its Content-Length; the bytes after the head
+/// stay in `buf`.
+async fn read_head(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(String, Option<usize>)> {
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        fill(conn, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    buf.drain(..end);
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+    Ok((head, length))
 }
 
 async fn fill(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
@@ -148,8 +155,8 @@ async fn ttft(addr: &str, n: usize) {
     );
 }
 
-/// Requests due every 1/rps seconds, spread over `conns` connections; each latency counts from
-/// when its request was due.
+/// Requests due every 1/rps seconds, spread over `conns` connections; a request held back by a
+/// slow one counts from when it was due, any other from when it was sent.
 async fn rate(addr: &str, rps: f64, seconds: f64, conns: usize) {
     let start = Instant::now() + Duration::from_millis(50);
     let per_conn = Duration::from_secs_f64(conns as f64 / rps);
@@ -253,22 +260,14 @@ async fn upstream(port: u16, gap: Duration, events: usize) {
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
-                let head_end = loop {
-                    if let Some(i) = find(&buf, b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    if fill(&mut conn, &mut buf).await.is_err() {
-                        return;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
-                while buf.len() < head_end + length {
+                let Ok((head, length)) = read_head(&mut conn, &mut buf).await else { return };
+                let length = length.unwrap_or(0);
+                while buf.len() < length {
                     if fill(&mut conn, &mut buf).await.is_err() {
                         return;
                     }
                 }
-                let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
+                let body: Vec<u8> = buf.drain(..length).collect();
                 let ok = if head.starts_with("get /v1/models") {
                     whole(&mut conn, r#"{"object":"list","data":[{"id":"bench-model","object":"model"}]}"#).await
                 } else if find(&body, b"\"stream\":true").is_some() {
