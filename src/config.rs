@@ -35,6 +35,47 @@ pub struct FailoverPolicy {
     pub max_attempts: u32,
     /// Ceiling on the pause between two tries.
     pub max_delay: Duration,
+    pub order: FailoverOrder,
+}
+
+/// HERMES_FAILOVER_STRATEGY: where a failed request goes next. The spec's value lists both, in
+/// the order they apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverOrder {
+    /// `next_best`: the other ranked candidates, best first.
+    pub next_best: bool,
+    /// `any_available`: then any other healthy backend that serves the model, even one routing
+    /// preferred not to use (it lacks the job's capability), in configuration order.
+    pub any_available: bool,
+}
+
+impl FailoverOrder {
+    pub const NEXT_BEST: FailoverOrder = FailoverOrder { next_best: true, any_available: false };
+
+    fn from_env(env: &EnvSource) -> Result<FailoverOrder, ConfigError> {
+        let var = "HERMES_FAILOVER_STRATEGY";
+        let names = env.list(var);
+        if names.is_empty() {
+            return Ok(FailoverOrder::NEXT_BEST);
+        }
+        let mut order = FailoverOrder { next_best: false, any_available: false };
+        for name in names {
+            match name.as_str() {
+                "next_best" => order.next_best = true,
+                "any_available" => order.any_available = true,
+                other => return Err(ConfigError::new(var, format!("'{other}' is not next_best or any_available"))),
+            }
+        }
+        Ok(order)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match (self.next_best, self.any_available) {
+            (true, true) => "next_best, then any_available",
+            (true, false) => "next_best",
+            (false, _) => "any_available",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +181,7 @@ impl Config {
             enabled: env.bool_or("HERMES_FAILOVER_ENABLED", true)?,
             max_attempts: env.number_or("HERMES_MAX_FAILOVER_ATTEMPTS", 3u32)?.max(1),
             max_delay: env.seconds_or("HERMES_FAILOVER_DELAY_SECONDS", 10.0)?,
+            order: FailoverOrder::from_env(env)?,
         };
         let health = HealthPolicy {
             enabled: env.bool_or("HERMES_HEALTH_CHECK_ENABLED", true)?,
@@ -229,13 +271,21 @@ impl Config {
         let _ = writeln!(out, "primary/fallback  {} / {}", self.primary.as_deref().unwrap_or("-"), self.fallback.as_deref().unwrap_or("-"));
         let _ = writeln!(
             out,
-            "failover          {} (max {} attempts, backoff capped at {:?})",
+            "failover          {} (max {} attempts, {}, backoff capped at {:?})",
             if self.failover.enabled { "on" } else { "off" },
             self.failover.max_attempts,
+            self.failover.order.describe(),
             self.failover.max_delay
         );
         let r = &self.routing;
-        let _ = writeln!(out, "routing           {} by default, at most {}¢ a job, min quality {}", r.criteria.as_str(), r.max_cost_per_job_cents, r.min_quality);
+        let _ = writeln!(
+            out,
+            "routing           {} by default, at most {}¢ a job, min quality {}, max response time {}",
+            r.criteria.as_str(),
+            r.max_cost_per_job_cents,
+            r.min_quality,
+            r.max_response_time.map_or("none".to_string(), |d| format!("{}s", d.as_secs_f64()))
+        );
         let mut jobs: Vec<String> = r.job_type_backends.iter().map(|(j, b)| format!("{} → {b}", j.as_str())).collect();
         jobs.sort();
         let _ = writeln!(out, "job-type routing  {}", if jobs.is_empty() { "off".to_string() } else { jobs.join(", ") });

@@ -210,6 +210,10 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     let mut all_busy = true;
     let mut soonest_retry: Option<Duration> = None;
     let mut relay = Relay { cache_key, shadow: None };
+    // HERMES_MAX_RESPONSE_TIME_SECONDS bounds the whole wait, failovers and pauses included.
+    let limit = gateway.config.routing.max_response_time;
+    let answer_by = limit.map(|d| tokio::time::Instant::from_std(ex.started + d));
+    let mut out_of_time = false;
     for candidate in &decision.candidates {
         if ex.attempts as usize >= max_attempts {
             break;
@@ -223,20 +227,29 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
             continue;
         }
         if let Some((from, reason)) = previous {
-            telemetry::record_failover(&gateway.config.backends[from].name, &cfg.name, reason);
             let pause = retry::backoff(ex.attempts + 1, gateway.config.policies.backoff_base, policy.max_delay);
-            tokio::time::sleep(pause).await;
+            let resume = tokio::time::Instant::now() + pause;
+            if answer_by.is_some_and(|by| resume >= by) {
+                out_of_time = true;
+                break;
+            }
+            telemetry::record_failover(&gateway.config.backends[from].name, &cfg.name, reason);
+            tokio::time::sleep_until(resume).await;
         }
         ex.attempts += 1;
         ex.backend = Some(candidate.backend);
         ex.model = Some(candidate.model.clone());
         relay.shadow = crate::shadow::pick(gateway, candidate.backend, local_only);
         let began = Instant::now();
-        let deadline = tokio::time::Instant::from_std(began + cfg.timeout);
+        let own_deadline = tokio::time::Instant::from_std(began + cfg.timeout);
+        let deadline = answer_by.map_or(own_deadline, |by| by.min(own_deadline));
         gateway.backend_started(candidate.backend, 1);
         let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model };
         let outcome = match timeout_at(deadline, backend.send(call)).await {
-            Err(_) => Err(mark_failed(gateway, candidate.backend, Failure::new("timeout", format!("timed out after {}s", cfg.timeout.as_secs_f64())))),
+            Err(_) if deadline == own_deadline => {
+                Err(mark_failed(gateway, candidate.backend, Failure::new("timeout", format!("timed out after {}s", cfg.timeout.as_secs_f64()))))
+            }
+            Err(_) => Err(mark_failed(gateway, candidate.backend, Failure::new("timeout", format!("cut off at the response time limit after {:.1}s", began.elapsed().as_secs_f64())))),
             Ok(Err(e)) => Err(mark_failed(gateway, candidate.backend, failure_of(&e))),
             Ok(Ok(reply)) => deliver(gateway, session, ex, &request, reply, deadline, candidate.backend, &relay).await,
         };
@@ -258,6 +271,11 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     }
     if ex.attempts == 0 && rate_limited > 0 {
         return Err(ApiError::rate_limited(format!("Every backend that could answer is at its rate limit: {}.", tried.join("; ")), 60));
+    }
+    if let Some(limit) = limit.filter(|_| out_of_time || answer_by.is_some_and(|by| tokio::time::Instant::now() >= by)) {
+        let mut e = ApiError::no_backend_answered(&tried, true);
+        e.message = format!("No backend answered within HERMES_MAX_RESPONSE_TIME_SECONDS ({}s); tried: {}.", limit.as_secs_f64(), tried.join("; "));
+        return Err(e);
     }
     if ex.attempts > 0 && all_busy {
         let wait = soonest_retry.map_or(1, |d| d.as_secs_f64().ceil() as u64);

@@ -151,6 +151,7 @@ impl Gateway {
                     quality: learned.quality,
                     quality_draw: learned.quality_draw,
                     speed: learned.speed,
+                    typical_latency: learned.typical_latency,
                     in_flight: self.backend_in_flight(i),
                 }
             })
@@ -168,6 +169,7 @@ impl Gateway {
             shares: &shares,
             primary: steering.primary.as_deref().or(self.config.primary.as_deref()),
             fallback: self.config.fallback.as_deref(),
+            failover: self.config.failover.order,
         };
         let dice = Dice { roll: learner.roll(), turn: self.turns.fetch_add(1, Ordering::Relaxed) };
         route::choose(ask, &offers, &settings, |i, m| self.config.price(&self.config.backends[i], m), &dice)

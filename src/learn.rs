@@ -94,6 +94,8 @@ pub struct Estimate {
     pub quality_draw: f64,
     /// Whether any result or rating is behind these numbers.
     pub evidence: bool,
+    /// Mean time of its successful answers, once there are any.
+    pub typical_latency: Option<Duration>,
 }
 
 /// One attempt's result, as the learner takes it.
@@ -228,7 +230,7 @@ impl Learner {
         let Some(s) = stats else {
             drop(table);
             let quality_draw = if draw { self.draw(alpha, beta) } else { quality };
-            return Estimate { quality, speed: prior.speed, reliability: prior.reliability, quality_draw, evidence: false };
+            return Estimate { quality, speed: prior.speed, reliability: prior.reliability, quality_draw, evidence: false, typical_latency: None };
         };
         let reliability = (PRIOR_ANSWERS * prior.reliability + s.successes as f64) / (PRIOR_ANSWERS + s.attempts as f64);
         let speed = match s.mean_latency_ms() {
@@ -240,9 +242,10 @@ impl Learner {
             None => prior.speed,
         };
         let evidence = s.attempts > 0 || s.ratings > 0;
+        let typical_latency = s.mean_latency_ms().map(|ms| Duration::from_secs_f64(ms / 1000.0));
         drop(table);
         let quality_draw = if draw { self.draw(alpha, beta) } else { quality };
-        Estimate { quality, speed, reliability, quality_draw, evidence }
+        Estimate { quality, speed, reliability, quality_draw, evidence, typical_latency }
     }
 
     fn draw(&self, alpha: f64, beta: f64) -> f64 {

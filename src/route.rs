@@ -8,9 +8,10 @@
 pub mod retry;
 
 use crate::classify::{Classification, JobType};
-use crate::config::{Balancing, BackendConfig, Criteria, ModelPrice, RoutingConfig};
+use crate::config::{Balancing, BackendConfig, Criteria, FailoverOrder, ModelPrice, RoutingConfig};
 use crate::openai::ApiError;
 use std::fmt::Write;
+use std::time::Duration;
 
 /// One place to try: a backend (by index in the registry) and the model to ask it for.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,8 @@ pub struct Offer<'a> {
     /// A Thompson sample of quality: candidates too close to call are ordered by it.
     pub quality_draw: f64,
     pub speed: f64,
+    /// Its mean answer time so far, for HERMES_MAX_RESPONSE_TIME_SECONDS.
+    pub typical_latency: Option<Duration>,
     pub in_flight: usize,
 }
 
@@ -82,6 +85,7 @@ pub struct Settings<'a> {
     pub shares: &'a std::collections::HashMap<String, f64>,
     pub primary: Option<&'a str>,
     pub fallback: Option<&'a str>,
+    pub failover: FailoverOrder,
 }
 
 fn capable(config: &BackendConfig, job: JobType) -> bool {
@@ -100,6 +104,8 @@ struct Survivor {
     drawn: f64,
     quality: f64,
     speed: f64,
+    /// Typically slower than HERMES_MAX_RESPONSE_TIME_SECONDS.
+    slow: bool,
     in_flight: usize,
 }
 
@@ -118,6 +124,8 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
     let mut rejected: Vec<(String, String)> = Vec::new();
     let mut healthy: Vec<Survivor> = Vec::new();
     let mut down: Vec<Survivor> = Vec::new();
+    // Healthy backends that serve the model but not the job's capability: `any_available` spares.
+    let mut spares: Vec<Survivor> = Vec::new();
     let mut over_budget = false;
     let mut serving = 0;
     for (i, o) in offers.iter().enumerate() {
@@ -127,10 +135,9 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
         }
         serving += 1;
         let model = if auto { o.models.first().cloned().unwrap_or_else(|| "auto".into()) } else { ask.model.to_string() };
-        let why = if o.draining {
+        // Hard limits first: nothing, not even `any_available`, sends a request past these.
+        let barred = if o.draining {
             Some("drained by a migration".to_string())
-        } else if !capable(c, job.job_type) {
-            Some(format!("lacks the {} capability", job.job_type.as_str()))
         } else if c.context_length.is_some_and(|n| job.prompt_tokens + job.expected_output_tokens > n) {
             Some(format!("context of {} tokens is too small", c.context_length.unwrap_or(0)))
         } else if ask.local_only && !c.kind.is_local() {
@@ -138,17 +145,26 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
         } else {
             None
         };
-        if let Some(why) = why {
+        if let Some(why) = barred {
             rejected.push((c.name.clone(), why));
             continue;
         }
         let cost = price(i, &model).cost_cents(job.prompt_tokens, job.expected_output_tokens);
-        if c.kind.is_paid() && cost > 0.0 && cost > ask.budget_cents {
+        let affordable = !(c.kind.is_paid() && cost > 0.0 && cost > ask.budget_cents);
+        let slow = o.typical_latency.zip(settings.routing.max_response_time).is_some_and(|(typical, max)| typical > max);
+        let s = Survivor { index: i, model, cost, score: 0.0, drawn: 0.0, quality: o.quality, speed: o.speed, slow, in_flight: o.in_flight };
+        if !capable(c, job.job_type) {
+            rejected.push((c.name.clone(), format!("lacks the {} capability", job.job_type.as_str())));
+            if affordable && o.available {
+                spares.push(s);
+            }
+            continue;
+        }
+        if !affordable {
             over_budget = true;
             rejected.push((c.name.clone(), format!("estimated {cost:.4}¢ is over the {:.4}¢ budget", ask.budget_cents)));
             continue;
         }
-        let s = Survivor { index: i, model, cost, score: 0.0, drawn: 0.0, quality: o.quality, speed: o.speed, in_flight: o.in_flight };
         if o.available {
             healthy.push(s);
         } else {
@@ -159,6 +175,9 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
     // When every fit backend is down, try them anyway rather than refuse, unless the request is
     // private: then only a healthy local backend will do.
     let mut pool = if healthy.is_empty() && !ask.local_only { down } else { healthy };
+    if pool.is_empty() && settings.failover.any_available {
+        pool = std::mem::take(&mut spares);
+    }
     if pool.is_empty() {
         return Err(if serving == 0 {
             ApiError::model_not_found(ask.model)
@@ -234,6 +253,21 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
     } else if explored {
         let _ = write!(reason, "; close scores, order drawn by Thompson sampling");
     }
+    let slow: Vec<&str> = pool.iter().filter(|s| s.slow).map(name).collect();
+    if let (false, Some(max)) = (slow.is_empty(), settings.routing.max_response_time) {
+        let _ = write!(reason, "; typically slower than {}s, so last: {}", max.as_secs_f64(), slow.join(", "));
+    }
+    let order = settings.failover;
+    if !order.next_best && pool.len() > 1 {
+        // `any_available` alone: after the first choice, whatever is up, in configuration order.
+        spares.extend(pool.drain(1..));
+        spares.sort_by_key(|s| s.index);
+        let _ = write!(reason, "; failover in configuration order");
+    }
+    if order.any_available && !spares.is_empty() {
+        let _ = write!(reason, "; then any available: {}", spares.iter().map(name).collect::<Vec<_>>().join(", "));
+        pool.append(&mut spares);
+    }
     if !rejected.is_empty() {
         let _ = write!(reason, "; left out: {}", describe_rejected(&rejected));
     }
@@ -303,10 +337,11 @@ fn equal(a: &Survivor, b: &Survivor, criteria: Criteria) -> bool {
     (primary_key(a, criteria) - primary_key(b, criteria)).abs() <= tolerance
 }
 
-/// Best on the criterion first; equals by weighted score. Below HERMES_MIN_QUALITY_SCORE goes last.
+/// Best on the criterion first; equals by weighted score. Below HERMES_MIN_QUALITY_SCORE or
+/// typically slower than HERMES_MAX_RESPONSE_TIME_SECONDS goes last: tried, but only after the rest.
 fn rank(pool: &mut [Survivor], criteria: Criteria, min_quality: f64) {
     pool.sort_by(|a, b| {
-        let below = |s: &Survivor| s.quality < min_quality;
+        let below = |s: &Survivor| s.quality < min_quality || s.slow;
         below(a).cmp(&below(b)).then_with(|| {
             if equal(a, b, criteria) {
                 b.score.total_cmp(&a.score)
@@ -402,6 +437,11 @@ mod tests {
     }
 
     fn decide(cfg: &Config, ask: Ask<'_>, down: &[&str], dice: Dice) -> Result<Decision, ApiError> {
+        decide_timed(cfg, ask, down, &[], dice)
+    }
+
+    /// `typical`: backends with a learned mean answer time, in seconds.
+    fn decide_timed(cfg: &Config, ask: Ask<'_>, down: &[&str], typical: &[(&str, u64)], dice: Dice) -> Result<Decision, ApiError> {
         let offers: Vec<Offer<'_>> = cfg
             .backends
             .iter()
@@ -414,10 +454,11 @@ mod tests {
                 quality: b.quality_score,
                 quality_draw: b.quality_score,
                 speed: b.speed_score,
+                typical_latency: typical.iter().find(|(n, _)| *n == b.name).map(|(_, secs)| Duration::from_secs(*secs)),
                 in_flight: 0,
             })
             .collect();
-        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: cfg.primary.as_deref(), fallback: cfg.fallback.as_deref() };
+        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: cfg.primary.as_deref(), fallback: cfg.fallback.as_deref(), failover: cfg.failover.order };
         choose(&ask, &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &dice)
     }
 
@@ -431,13 +472,13 @@ mod tests {
             ("BACKEND_TWIN_B_HOST", "127.0.0.1"),
         ]);
         let j = job(JobType::CodeGeneration);
-        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: None, fallback: None };
+        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: None, fallback: None, failover: cfg.failover.order };
         let first = |quality: [f64; 2], draws: [f64; 2]| {
             let offers: Vec<Offer<'_>> = cfg
                 .backends
                 .iter()
                 .enumerate()
-                .map(|(i, b)| Offer { config: b, models: &b.models, available: true, draining: false, reliability: 1.0, quality: quality[i], quality_draw: draws[i], speed: 0.8, in_flight: 0 })
+                .map(|(i, b)| Offer { config: b, models: &b.models, available: true, draining: false, reliability: 1.0, quality: quality[i], quality_draw: draws[i], speed: 0.8, typical_latency: None, in_flight: 0 })
                 .collect();
             let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |_, _| ModelPrice::FREE, &DICE).unwrap();
             cfg.backends[d.candidates[0].backend].name.clone()
@@ -503,6 +544,66 @@ mod tests {
     }
 
     #[test]
+    fn backends_typically_slower_than_the_limit_go_last() {
+        let j = job(JobType::General);
+        let slow_home = [("home", 30)];
+        let unlimited = config(&[]);
+        let d = decide_timed(&unlimited, ask("auto", &j, Criteria::CostFirst), &[], &slow_home, DICE).unwrap();
+        assert_eq!(order(&d, &unlimited), ["home", "cheap", "premium"]);
+        let limited = config(&[("HERMES_MAX_RESPONSE_TIME_SECONDS", "20")]);
+        let d = decide_timed(&limited, ask("auto", &j, Criteria::CostFirst), &[], &slow_home, DICE).unwrap();
+        assert_eq!(order(&d, &limited), ["cheap", "premium", "home"], "free but slow: tried only after the rest");
+        assert!(d.reason.contains("typically slower than 20s, so last: home"), "{}", d.reason);
+        // Within the limit, or alone, it is still used.
+        let d = decide_timed(&limited, ask("auto", &j, Criteria::CostFirst), &[], &[("home", 19)], DICE).unwrap();
+        assert_eq!(order(&d, &limited)[0], "home");
+        let d = decide_timed(&limited, ask("llama", &j, Criteria::CostFirst), &["cheap"], &slow_home, DICE).unwrap();
+        assert_eq!(order(&d, &limited), ["home"], "the only healthy one is still tried");
+        assert!(config_error(&[("HERMES_MAX_RESPONSE_TIME_SECONDS", "0")]).contains("HERMES_MAX_RESPONSE_TIME_SECONDS"));
+    }
+
+    fn config_error(extra: &[(&str, &str)]) -> String {
+        let mut pairs = vec![("HERMES_BACKENDS_ENABLED", "home"), ("BACKEND_HOME_TYPE", "local"), ("BACKEND_HOME_HOST", "127.0.0.1")];
+        pairs.extend_from_slice(extra);
+        Config::from_env(&EnvSource::from_pairs(pairs), Policies::builtin(), false).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn failover_strategy_sets_who_is_tried_after_the_first_choice() {
+        let code_only = ("BACKEND_PREMIUM_CAPABILITIES", "code_generation");
+        let analysis = job(JobType::Analysis);
+        let tries = |strategy: &str, a: Ask<'_>| {
+            let cfg = config(&[code_only, ("HERMES_FAILOVER_STRATEGY", strategy)]);
+            decide(&cfg, a, &[], DICE).map(|d| (order(&d, &cfg), d.reason))
+        };
+        // next_best (the default): only the ranked backends that suit the job.
+        let (next_best, _) = tries("next_best", ask("auto", &analysis, Criteria::CostFirst)).unwrap();
+        assert_eq!(next_best, ["home", "cheap"]);
+        assert_eq!(order(&decide(&config(&[code_only]), ask("auto", &analysis, Criteria::CostFirst), &[], DICE).unwrap(), &config(&[])), next_best);
+        // Then any backend that is up, even one that lacks the capability.
+        let (both, reason) = tries("next_best,any_available", ask("auto", &analysis, Criteria::CostFirst)).unwrap();
+        assert_eq!(both, ["home", "cheap", "premium"]);
+        assert!(reason.contains("then any available: premium"), "{reason}");
+        // any_available alone: the best first, then configuration order.
+        let general = job(JobType::General);
+        let (any, reason) = tries("any_available", ask("auto", &general, Criteria::QualityFirst)).unwrap();
+        assert_eq!(any, ["cheap", "home", "premium"], "the best that suits the job, then everything up in configuration order");
+        assert!(reason.contains("configuration order"), "{reason}");
+        // The hard limits still hold: a private request never reaches a remote spare.
+        let mut private = ask("auto", &analysis, Criteria::CostFirst);
+        private.local_only = true;
+        assert_eq!(tries("next_best,any_available", private).unwrap().0, ["home"]);
+        // Nothing capable at all: any_available tries the spares rather than refuse.
+        let code = job(JobType::CodeGeneration);
+        let analysis_only = ("BACKEND_PREMIUM_CAPABILITIES", "analysis");
+        let cfg = config(&[analysis_only]);
+        assert_eq!(decide(&cfg, ask("big", &code, Criteria::CostFirst), &[], DICE).unwrap_err().status, 503);
+        let cfg = config(&[analysis_only, ("HERMES_FAILOVER_STRATEGY", "any_available")]);
+        assert_eq!(order(&decide(&cfg, ask("big", &code, Criteria::CostFirst), &[], DICE).unwrap(), &cfg), ["premium"]);
+        assert!(config_error(&[("HERMES_FAILOVER_STRATEGY", "random")]).contains("'random' is not next_best or any_available"));
+    }
+
+    #[test]
     fn pins_go_first_in_order_of_precedence() {
         let cfg = config(&[("HERMES_PRIMARY_BACKEND", "premium"), ("HERMES_JOB_TYPE_ROUTING", "true"), ("HERMES_CODE_JOBS_BACKEND", "cheap")]);
         let general = job(JobType::General);
@@ -557,9 +658,9 @@ mod tests {
         let offers: Vec<Offer<'_>> = cfg
             .backends
             .iter()
-            .map(|b| Offer { config: b, models: &b.models, available: true, draining: false, reliability: 1.0, quality: b.quality_score, quality_draw: b.quality_score, speed: b.speed_score, in_flight: if b.name == "home" { 5 } else { 0 } })
+            .map(|b| Offer { config: b, models: &b.models, available: true, draining: false, reliability: 1.0, quality: b.quality_score, quality_draw: b.quality_score, speed: b.speed_score, typical_latency: None, in_flight: if b.name == "home" { 5 } else { 0 } })
             .collect();
-        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: None, fallback: None };
+        let settings = Settings { routing: &cfg.routing, shares: &cfg.routing.traffic_shares, primary: None, fallback: None, failover: cfg.failover.order };
         let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |i, m| cfg.price(&cfg.backends[i], m), &DICE).unwrap();
         assert_eq!(order(&d, &cfg)[0], "home2", "the less busy of two equals goes first");
 

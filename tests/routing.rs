@@ -174,3 +174,94 @@ fn a_backend_over_its_rate_limit_is_skipped_and_alone_it_means_429() {
     assert!(r.header("retry-after").is_some());
     assert_eq!(only.calls().len(), 2, "the third request never reached the backend");
 }
+
+fn custom_backend(name: &str, upstream: &MockUpstream, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let var = |suffix: &str| format!("BACKEND_{}_{suffix}", name.to_ascii_uppercase());
+    let mut env = vec![(var("TYPE"), "custom".to_string()), (var("BASE_URL"), upstream.base_url()), (var("MODELS"), "m".to_string())];
+    env.extend(extra.iter().map(|(k, v)| (var(k), v.to_string())));
+    env
+}
+
+fn start_with(pairs: &[(String, String)]) -> Hermes {
+    let env: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    Hermes::start(&env, &[])
+}
+
+#[test]
+fn max_response_time_bounds_the_wait_and_sends_slow_backends_last() {
+    // A backend that never answers: without the limit the client would wait its 30 s timeout.
+    let hang = MockUpstream::start("hang", Mode::Hang);
+    let spare = MockUpstream::start("spare", ok_mode());
+    let mut env = vec![
+        ("HERMES_BACKENDS_ENABLED".to_string(), "hang,spare".to_string()),
+        ("HERMES_PRIMARY_BACKEND".into(), "hang".into()),
+        ("HERMES_HEALTH_CHECK_ENABLED".into(), "false".into()),
+        ("HERMES_FAILOVER_DELAY_SECONDS".into(), "0.05".into()),
+        ("HERMES_MAX_RESPONSE_TIME_SECONDS".into(), "1".into()),
+    ];
+    env.extend(custom_backend("hang", &hang, &[("TIMEOUT", "30")]));
+    env.extend(custom_backend("spare", &spare, &[]));
+    let hermes = start_with(&env);
+    let began = std::time::Instant::now();
+    let r = post_json(&format!("{}/v1/chat/completions", hermes.url()), None, &chat_body("m", "hi"));
+    let waited = began.elapsed();
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (502, Some("backend_unavailable")), "{}", r.body);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("within HERMES_MAX_RESPONSE_TIME_SECONDS (1s)") && message.contains("hang (cut off at the response time limit"), "{message}");
+    assert!(waited < Duration::from_secs(5), "the limit, not hang's 30 s timeout, ended the wait: {waited:?}");
+    assert!(spare.calls().is_empty(), "no time was left to fail over");
+    drop(hermes);
+
+    // Learned: a free backend whose streams take ~1.5 s is used until it has shown that, then
+    // the paid one that answers in time goes first.
+    let slow = MockUpstream::start("slow", Mode::Ok { gap: Duration::from_millis(300) });
+    let quick = MockUpstream::start("quick", ok_mode());
+    let mut env = vec![
+        ("HERMES_BACKENDS_ENABLED".to_string(), "slow,quick".to_string()),
+        ("HERMES_HEALTH_CHECK_ENABLED".into(), "false".into()),
+        ("HERMES_MAX_RESPONSE_TIME_SECONDS".into(), "1".into()),
+    ];
+    env.extend(custom_backend("slow", &slow, &[]));
+    env.extend(custom_backend("quick", &quick, &[("PRICE_INPUT_PER_MTOK", "0.5"), ("PRICE_OUTPUT_PER_MTOK", "1")]));
+    let hermes = start_with(&env);
+    let chat = format!("{}/v1/chat/completions", hermes.url());
+    let stream = r#"{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#;
+    let r = post_json(&chat, None, stream);
+    assert_eq!((r.status, r.header("x-hermes-backend")), (200, Some("slow")), "free goes first while nothing is known");
+    assert!(r.body.ends_with("data: [DONE]\n\n"), "a stream whose first token came in time is relayed whole");
+    let r = curl(&[&chat, "-H", "content-type: application/json", "-H", "x-hermes-debug: 1", "--data-binary", stream]);
+    assert_eq!((r.status, r.header("x-hermes-backend")), (200, Some("quick")), "{:?}", r.header("x-hermes-route-reason"));
+    let reason = r.header("x-hermes-route-reason").unwrap_or_default();
+    assert!(reason.contains("typically slower than 1s, so last: slow"), "{reason}");
+    assert_eq!(slow.calls().len(), 1);
+}
+
+#[test]
+fn failover_strategy_any_available_reaches_backends_routing_left_out() {
+    let broken = MockUpstream::start("broken", Mode::Status(500));
+    let coder = MockUpstream::start("coder", ok_mode());
+    let mut env = vec![
+        ("HERMES_BACKENDS_ENABLED".to_string(), "broken,coder".to_string()),
+        ("HERMES_HEALTH_CHECK_ENABLED".into(), "false".into()),
+        ("HERMES_FAILOVER_DELAY_SECONDS".into(), "0.05".into()),
+    ];
+    env.extend(custom_backend("broken", &broken, &[]));
+    env.extend(custom_backend("coder", &coder, &[("CAPABILITIES", "code_generation")]));
+    let question = chat_body("m", "What is the capital of France?");
+
+    // next_best (the default): the code-only backend is not a candidate for a general question.
+    let hermes = start_with(&env);
+    let r = post_json(&format!("{}/v1/chat/completions", hermes.url()), None, &question);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("broken (HTTP 500"), "{}", r.body);
+    assert!(coder.calls().is_empty());
+    drop(hermes);
+
+    env.push(("HERMES_FAILOVER_STRATEGY".into(), "next_best,any_available".into()));
+    let hermes = start_with(&env);
+    let r = post_json(&format!("{}/v1/chat/completions", hermes.url()), None, &question);
+    assert_eq!((r.status, r.header("x-hermes-backend"), r.header("x-hermes-attempts")), (200, Some("coder"), Some("2")), "{}", r.body);
+    assert_eq!(r.header("x-hermes-job-type"), Some("general"));
+    let metrics = curl(&[&format!("{}/metrics", hermes.url())]).body;
+    assert!(metrics.contains(r#"hermes_failovers_total{from="broken",to="coder",reason="status_5xx"} 1"#), "{metrics}");
+}

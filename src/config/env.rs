@@ -90,7 +90,11 @@ impl EnvSource {
 
     /// Seconds, fractions allowed, never negative.
     pub fn seconds_or(&self, key: &str, default: f64) -> Result<Duration, ConfigError> {
-        let v: f64 = self.number_or(key, default)?;
-        Duration::try_from_secs_f64(v).map_err(|_| ConfigError::new(key, format!("{v} is not a duration in seconds")))
+        Ok(self.seconds(key)?.unwrap_or(Duration::from_secs_f64(default)))
+    }
+
+    pub fn seconds(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = self.number::<f64>(key)? else { return Ok(None) };
+        Duration::try_from_secs_f64(v).map(Some).map_err(|_| ConfigError::new(key, format!("{v} is not a duration in seconds")))
     }
 }

@@ -4,6 +4,7 @@
 use super::{ConfigError, EnvSource};
 use crate::classify::JobType;
 use std::collections::HashMap;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Criteria {
@@ -45,6 +46,9 @@ pub struct RoutingConfig {
     pub prefer_free: bool,
     pub prefer_premium: bool,
     pub min_quality: f64,
+    /// HERMES_MAX_RESPONSE_TIME_SECONDS: backends that typically take longer go last, and no
+    /// request waits longer than this for its answer (its first token when streaming).
+    pub max_response_time: Option<Duration>,
     pub cost_weight: f64,
     pub quality_weight: f64,
     pub speed_weight: f64,
@@ -117,6 +121,10 @@ impl RoutingConfig {
             prefer_free: env.bool_or("HERMES_PREFER_FREE_MODELS", false)?,
             prefer_premium: env.bool_or("HERMES_PREFER_PREMIUM_MODELS", false)?,
             min_quality: env.fraction_or("HERMES_MIN_QUALITY_SCORE", 0.0)?,
+            max_response_time: match env.seconds("HERMES_MAX_RESPONSE_TIME_SECONDS")? {
+                Some(d) if d.is_zero() => return Err(ConfigError::new("HERMES_MAX_RESPONSE_TIME_SECONDS", "0 leaves no time to answer; unset it for no limit")),
+                other => other,
+            },
             cost_weight: env.number_or("HERMES_COST_PERFORMANCE_WEIGHT", 0.7)?,
             quality_weight: env.number_or("HERMES_QUALITY_PERFORMANCE_WEIGHT", 0.8)?,
             speed_weight: env.number_or("HERMES_SPEED_PERFORMANCE_WEIGHT", 0.6)?,
