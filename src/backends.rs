@@ -9,6 +9,7 @@ mod talos;
 
 use crate::config::{BackendConfig, BackendKind};
 use crate::openai::ApiRequest;
+use crate::upstream::Upstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -23,6 +24,22 @@ pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: BodyStream,
+}
+
+impl Reply {
+    pub async fn bytes(mut self) -> Result<Bytes, AttemptError> {
+        use futures_util::StreamExt;
+        let mut all = Vec::new();
+        while let Some(chunk) = self.body.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(Bytes::from(all))
+    }
+
+    pub async fn json(self) -> Result<serde_json::Value, String> {
+        let bytes = self.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))
+    }
 }
 
 /// Why an attempt produced no answer at all. Messages never carry keys.
@@ -60,17 +77,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(configs: &[BackendConfig], client: &reqwest::Client) -> Registry {
+    pub fn build(configs: &[BackendConfig], upstream: &Arc<Upstream>) -> Registry {
         let backends = configs
             .iter()
             .map(|c| -> Arc<dyn Backend> {
                 match c.kind {
                     BackendKind::Sim => Arc::new(sim::Sim::new(c.clone())),
-                    BackendKind::Local => Arc::new(talos::Talos::new(c.clone(), client.clone())),
-                    BackendKind::Ollama => Arc::new(ollama::Ollama::new(c.clone(), client.clone())),
-                    BackendKind::Anthropic => Arc::new(anthropic::Anthropic::new(c.clone(), client.clone())),
+                    BackendKind::Local => Arc::new(talos::Talos::new(c.clone(), upstream)),
+                    BackendKind::Ollama => Arc::new(ollama::Ollama::new(c.clone(), upstream)),
+                    BackendKind::Anthropic => Arc::new(anthropic::Anthropic::new(c.clone(), upstream)),
                     BackendKind::OpenRouter | BackendKind::OpenAi | BackendKind::Custom => {
-                        Arc::new(openai_compat::OpenAiCompat::new(c.clone(), client.clone()))
+                        Arc::new(openai_compat::OpenAiCompat::new(c.clone(), upstream))
                     }
                 }
             })
@@ -87,19 +104,6 @@ impl Registry {
     }
 }
 
-/// The HTTP client every network backend shares: one connection pool, Nagle off.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        // A host that is gone should fail fast, not after the whole attempt timeout.
-        .connect_timeout(std::time::Duration::from_secs(5))
-        // A redirect could carry a key (x-api-key) to another host: redirects are failures.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
-
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -113,40 +117,15 @@ pub fn json_reply(status: u16, body: serde_json::Value) -> Reply {
 }
 
 /// A 200 stream whose bytes are translated into OpenAI SSE as they arrive.
-pub fn translated_stream<F>(resp: reqwest::Response, mut translate: F) -> Reply
+pub fn translated_stream<F>(resp: Reply, mut translate: F) -> Reply
 where
     F: FnMut(&[u8]) -> Result<Vec<u8>, String> + Send + 'static,
 {
     use futures_util::StreamExt;
-    let body = resp.bytes_stream().map(move |chunk| match chunk {
-        Ok(bytes) => translate(&bytes).map(Bytes::from).map_err(AttemptError::Broken),
-        Err(e) => Err(AttemptError::Broken(describe(&e))),
-    });
+    let body = resp.body.map(move |chunk| translate(&chunk?).map(Bytes::from).map_err(AttemptError::Broken));
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
     Reply { status: 200, headers, body: Box::pin(body.filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())))) }
-}
-
-/// Why a request got no answer, without the URL or anything else from configuration.
-pub fn request_failed(e: &reqwest::Error, config: &BackendConfig) -> AttemptError {
-    if e.is_timeout() {
-        AttemptError::Timeout(config.timeout.as_secs())
-    } else if e.is_connect() {
-        AttemptError::Connect
-    } else {
-        AttemptError::Broken(describe(e))
-    }
-}
-
-/// reqwest's message without the URL: the innermost cause.
-pub fn describe(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_body() || e.is_decode() { "the body was cut".to_string() } else { "the request failed".to_string() };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
 }
 
 /// Model ids from an OpenAI-style `{"data": [{"id": ...}]}` list.

@@ -4,7 +4,7 @@
 
 use crate::analytics::record::BackendRecord;
 use crate::analytics::Analytics;
-use crate::backends::{self, Registry};
+use crate::backends::Registry;
 use crate::catalog::Catalog;
 use crate::classify::{Classification, Classifier};
 use crate::config::{Config, Sources};
@@ -66,7 +66,7 @@ impl Shared {
 
 impl Gateway {
     pub fn new(config: Config, shared: Shared) -> Result<Arc<Gateway>, String> {
-        let registry = Registry::build(&config.backends, &backends::http_client());
+        let registry = Registry::build(&config.backends, &crate::upstream::Upstream::new());
         let cooldown = config.health.auto_recovery.then_some(config.health.interval);
         let health = HealthBoard::new(config.backends.len(), config.health.unhealthy_threshold, cooldown);
         let catalog = Catalog::new(config.backends.iter().map(|b| b.models.clone()).collect());

@@ -2,7 +2,7 @@
 //!
 //! A request's way through: [`proxy`] (pingora glue) → [`dispatch`] (path, auth, body) →
 //! [`openai`] (checks) → [`route`] (who may answer, in which order) → [`backends`] (one adapter
-//! per wire type) → back through [`dispatch`] (failover, streaming relay, accounting with [`sse`])
+//! per wire type, calling out through [`upstream`], pingora's connector) → back through [`dispatch`] (failover, streaming relay, accounting with [`sse`])
 //! → [`telemetry`] (metrics) and [`outcome`]: the [`learn`]er's statistics, which the next
 //! decision reads, and the [`analytics`] file (DuckDB). [`config`] turns `.env` and `policies/` into one checked `Config`;
 //! [`health`] keeps each backend's state (active checks and real traffic) and [`catalog`] the
@@ -39,3 +39,4 @@ pub mod sse;
 pub mod steering;
 pub mod talos;
 pub mod telemetry;
+pub mod upstream;

@@ -47,8 +47,30 @@ struct Talos {
     client: reqwest::Client,
 }
 
+/// Talos's client for Ollama beside it: one pool, Nagle off, no redirects.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// reqwest's message without the URL: the innermost cause.
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_body() || e.is_decode() { "the body was cut".to_string() } else { "the request failed".to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
+}
+
 pub fn app(config: TalosConfig) -> Router {
-    let state = Arc::new(Talos { config, client: crate::backends::http_client() });
+    let state = Arc::new(Talos { config, client: http_client() });
     Router::new()
         .route("/health", get(health))
         .route("/models", get(models))
@@ -105,7 +127,7 @@ impl Talos {
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| format!("Ollama is not reachable at {}: {}", self.config.ollama, crate::backends::describe(&e)))?;
+            .map_err(|e| format!("Ollama is not reachable at {}: {}", self.config.ollama, describe(&e)))?;
         if !resp.status().is_success() {
             return Err(format!("Ollama answered {} to /api/tags", resp.status().as_u16()));
         }
@@ -116,7 +138,7 @@ impl Talos {
     /// POST to Ollama's `/api/chat`; an unreachable Ollama is a 503 in OpenAI's shape.
     async fn ollama_chat(&self, body: &Value) -> Result<reqwest::Response, ApiError> {
         self.client.post(format!("{}/api/chat", self.config.ollama)).json(body).send().await.map_err(|e| {
-            let mut err = ApiError::internal(format!("Ollama is not reachable at {}: {}", self.config.ollama, crate::backends::describe(&e)));
+            let mut err = ApiError::internal(format!("Ollama is not reachable at {}: {}", self.config.ollama, describe(&e)));
             err.status = 503;
             err
         })
@@ -231,14 +253,14 @@ async fn chat(State(t): State<Arc<Talos>>, _headers: HeaderMap, body: Bytes) -> 
                 Ok(sse) => first.extend(sse),
                 Err(why) => return broken(why),
             },
-            Some(Err(e)) => return broken(format!("Ollama broke off: {}", crate::backends::describe(&e))),
+            Some(Err(e)) => return broken(format!("Ollama broke off: {}", describe(&e))),
             None => return broken("Ollama closed the stream without answering".into()),
         }
     }
     let rest = upstream.map(move |chunk| {
         let out = match chunk {
             Ok(bytes) => translate.feed(&bytes),
-            Err(e) => Err(crate::backends::describe(&e)),
+            Err(e) => Err(describe(&e)),
         };
         // A break after the first byte ends in an SSE error event, as Hermes does.
         Ok::<Bytes, std::convert::Infallible>(match out {

@@ -416,3 +416,71 @@ fn reload_swaps_backends_without_dropping_a_request_and_refuses_bad_configuratio
     let back_to_a = eventually(Duration::from_secs(3), || post_json(&chat, None, &chat_body("m", "hi")).header("x-hermes-backend") == Some("a"));
     assert!(back_to_a.is_some(), "{}", hermes.log());
 }
+
+/// An upstream that answers the first request on each connection, then reads the next one and
+/// hangs up without a word: a keep-alive connection closed by the server's idle timeout just as
+/// it was reused. Returns its port and how many connections it has accepted.
+fn one_answer_per_connection() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let read_request = |reader: &mut BufReader<std::net::TcpStream>| -> bool {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return false;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        reader.read_exact(&mut vec![0; length]).is_ok()
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if !read_request(&mut reader) {
+                    return;
+                }
+                let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1732000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fresh"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                let mut out = &stream;
+                let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                let _ = read_request(&mut reader);
+                // Dropping the stream closes the connection with the second request unanswered.
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one() {
+    let (port, accepted) = one_answer_per_connection();
+    let hermes = Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "idle".into()),
+            ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
+            ("HERMES_FAILOVER_ENABLED", "false".into()),
+            ("BACKEND_IDLE_TYPE", "custom".into()),
+            ("BACKEND_IDLE_HOST", "127.0.0.1".into()),
+            ("BACKEND_IDLE_PORT", port.to_string()),
+        ],
+        &[],
+    );
+    let chat = format!("{}/v1/chat/completions", hermes.url());
+    for n in 1..=3 {
+        let r = post_json(&chat, None, &chat_body("m", "hi"));
+        assert_eq!((r.status, r.header("x-hermes-attempts")), (200, Some("1")), "request {n}: {}", r.body);
+        assert_eq!(r.json()["choices"][0]["message"]["content"], "fresh");
+    }
+    // Requests 2 and 3 each met a connection closed under them and were sent again on a new one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -118,18 +118,18 @@ fn a_client_that_stalls_its_body_is_cut_off_and_bad_bytes_get_400() {
 /// answered there, and a half-configured pair is refused before start-up.
 #[test]
 fn tls_on_the_listener_serves_https_with_the_given_certificate() {
+    // A test CA and a server certificate it signs, as a real deployment has (rustls, rightly,
+    // refuses a CA certificate presented as the server's own).
     let dir = scratch_dir("tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success(), "openssl made a certificate");
+    let (cert, key, ca) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let openssl = |args: &str| {
+        let ok = std::process::Command::new("openssl").args(args.split(' ')).current_dir(&dir).stderr(std::process::Stdio::null()).status().unwrap();
+        assert!(ok.success(), "openssl {args}");
+    };
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=hermes-test-ca -keyout ca.key -out ca.pem");
+    openssl("req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr");
+    openssl("x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem");
     let env = vec![
         ("HERMES_BACKENDS_ENABLED", "sim".to_string()),
         ("BACKEND_SIM_TYPE", "sim".into()),
@@ -139,7 +139,7 @@ fn tls_on_the_listener_serves_https_with_the_given_certificate() {
     ];
     let h = Hermes::start(&env, &[]);
     let https = format!("https://127.0.0.1:{}", h.port);
-    let cacert = cert.display().to_string();
+    let cacert = ca.display().to_string();
     let r = curl(&["--cacert", &cacert, &format!("{https}/v1/chat/completions"), "-H", "content-type: application/json", "--data-binary", &chat_body("auto", "hello over TLS")]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-hermes-backend"), Some("sim"));
@@ -148,6 +148,29 @@ fn tls_on_the_listener_serves_https_with_the_given_certificate() {
     assert!(!untrusted.status.success());
     let plain = std::process::Command::new("curl").args(["-sS", "--max-time", "5", &format!("http://127.0.0.1:{}/health", h.port)]).output().unwrap();
     assert!(!plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("\"status\""));
+
+    // Hermes as a backend over HTTPS: upstream TLS through pingora's connector verifies the
+    // certificate against the system roots, or the bundle SSL_CERT_FILE names.
+    let front = |extra: &[(&str, String)]| {
+        let mut env = vec![
+            ("HERMES_BACKENDS_ENABLED", "secure".to_string()),
+            ("BACKEND_SECURE_TYPE", "custom".into()),
+            ("BACKEND_SECURE_BASE_URL", format!("{https}/v1")),
+            ("BACKEND_SECURE_API_KEY", "sk-upstream-secret".into()),
+            ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
+            ("HERMES_FAILOVER_ENABLED", "false".into()),
+        ];
+        env.extend_from_slice(extra);
+        Hermes::start(&env, &[])
+    };
+    let trusting = front(&[("SSL_CERT_FILE", cacert.clone())]);
+    let r = post_json(&format!("{}/v1/chat/completions", trusting.url()), None, &chat_body("auto", "through two gateways"));
+    assert_eq!((r.status, r.header("x-hermes-backend")), (200, Some("secure")), "{}", r.body);
+    assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().contains("[simulated]"), "{}", r.body);
+    let doubting = front(&[]);
+    let r = post_json(&format!("{}/v1/chat/completions", doubting.url()), None, &chat_body("auto", "through two gateways"));
+    assert_eq!(r.status, 502, "an untrusted certificate is a failed attempt: {}", r.body);
+    assert!(r.body.contains("TLS handshake failed") && !r.body.contains("sk-upstream-secret"), "{}", r.body);
 
     let half = hermes_once(&[("HERMES_BACKENDS_ENABLED", "sim"), ("BACKEND_SIM_TYPE", "sim"), ("HERMES_TLS_CERT", cert.to_str().unwrap())], &["check-config"]);
     assert_eq!(half.status.code(), Some(2));

@@ -2,13 +2,15 @@
 //! ways: system prompt, roles, images, tools and tool results, stop sequences, streaming events,
 //! usage and stop reasons.
 
-use super::{json_reply, model_ids, request_failed, translated_stream, AttemptError, Backend, Call, Reply};
+use super::{json_reply, model_ids, translated_stream, AttemptError, Backend, Call, Reply};
 use crate::config::BackendConfig;
 use crate::openai::ApiError;
 use crate::sse::EventSplitter;
+use crate::upstream::{Api, Upstream};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires max_tokens; OpenAI clients often leave it out.
@@ -16,24 +18,17 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 pub struct Anthropic {
     config: BackendConfig,
-    client: reqwest::Client,
+    api: Api,
 }
 
 impl Anthropic {
-    pub fn new(config: BackendConfig, client: reqwest::Client) -> Anthropic {
-        Anthropic { config, client }
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self
-            .client
-            .request(method, format!("{}{path}", self.config.base_url))
-            .header("anthropic-version", API_VERSION)
-            .header(http::header::ACCEPT_ENCODING, "identity");
-        if let Some(key) = &self.config.api_key {
-            r = r.header("x-api-key", key.expose());
+    pub fn new(config: BackendConfig, upstream: &Arc<Upstream>) -> Anthropic {
+        let mut headers = vec![("anthropic-version", API_VERSION.to_string())];
+        if let Some(key) = &config.api_key {
+            headers.push(("x-api-key", key.expose().to_string()));
         }
-        r
+        let api = Api::new(upstream, &config.base_url, headers);
+        Anthropic { config, api }
     }
 }
 
@@ -49,15 +44,10 @@ impl Backend for Anthropic {
             return Ok(json_reply(400, e.to_value()));
         }
         let body = messages_request(&call.request.body, call.model, call.request.stream);
-        let resp = self
-            .request(reqwest::Method::POST, "/messages")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| request_failed(&e, &self.config))?;
-        let status = resp.status().as_u16();
+        let resp = self.api.post_json("/messages", body.to_string().into()).await?;
+        let status = resp.status;
         if status != 200 || !call.request.stream {
-            let bytes = resp.bytes().await.map_err(|e| request_failed(&e, &self.config))?;
+            let bytes = resp.bytes().await?;
             let parsed = serde_json::from_slice::<Value>(&bytes);
             return match (status, parsed) {
                 (200, Ok(v)) if v["type"] == "message" => Ok(json_reply(200, chat_response(&v))),
@@ -70,12 +60,7 @@ impl Backend for Anthropic {
     }
 
     async fn probe(&self) -> Result<Vec<String>, String> {
-        let resp = self.request(reqwest::Method::GET, "/models").send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("GET /models answered {}", resp.status().as_u16()));
-        }
-        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
-        Ok(model_ids(&v))
+        Ok(model_ids(&self.api.get_json("/models").await?))
     }
 }
 

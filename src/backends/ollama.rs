@@ -1,21 +1,24 @@
 //! `ollama`: Ollama's native API directly (`/api/chat`, `/api/embed`, `/api/tags`), translated
 //! to and from OpenAI's by `crate::ollama`.
 
-use super::{describe, json_reply, now_secs, request_failed, translated_stream, AttemptError, Backend, Call, Reply};
+use super::{json_reply, now_secs, translated_stream, AttemptError, Backend, Call, Reply};
 use crate::config::BackendConfig;
 use crate::ollama::{self as wire, NdjsonToSse};
 use crate::openai::Endpoint;
+use crate::upstream::{Api, Upstream};
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 pub struct Ollama {
     config: BackendConfig,
-    client: reqwest::Client,
+    api: Api,
 }
 
 impl Ollama {
-    pub fn new(config: BackendConfig, client: reqwest::Client) -> Ollama {
-        Ollama { config, client }
+    pub fn new(config: BackendConfig, upstream: &Arc<Upstream>) -> Ollama {
+        let api = Api::new(upstream, &config.base_url, Vec::new());
+        Ollama { config, api }
     }
 }
 
@@ -31,20 +34,14 @@ impl Backend for Ollama {
             Endpoint::ChatCompletions => ("/api/chat", wire::chat_request(&request.body, call.model, request.stream)),
             Endpoint::Embeddings => ("/api/embed", json!({"model": call.model, "input": request.body.get("input").cloned().unwrap_or(Value::Null)})),
         };
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.config.base_url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| request_failed(&e, &self.config))?;
-        let status = resp.status().as_u16();
+        let resp = self.api.post_json(path, body.to_string().into()).await?;
+        let status = resp.status;
         let id = format!("chatcmpl-ollama{:016x}", fastrand::u64(..));
         if status == 200 && request.stream && request.endpoint == Endpoint::ChatCompletions {
             let mut t = NdjsonToSse::new(id, call.model.to_string(), now_secs(), request.include_usage());
             return Ok(translated_stream(resp, move |chunk| t.feed(chunk)));
         }
-        let bytes = resp.bytes().await.map_err(|e| request_failed(&e, &self.config))?;
+        let bytes = resp.bytes().await?;
         if status != 200 {
             return Ok(json_reply(status, wire::error(status, &bytes).to_value()));
         }
@@ -69,11 +66,6 @@ impl Backend for Ollama {
     }
 
     async fn probe(&self) -> Result<Vec<String>, String> {
-        let resp = self.client.get(format!("{}/api/tags", self.config.base_url)).send().await.map_err(|e| describe(&e))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET /api/tags answered {}", resp.status().as_u16()));
-        }
-        let v: Value = resp.json().await.map_err(|e| describe(&e))?;
-        Ok(wire::tag_names(&v))
+        Ok(wire::tag_names(&self.api.get_json("/api/tags").await?))
     }
 }

@@ -1,28 +1,37 @@
 //! Backends that speak OpenAI's API themselves: OpenAI, OpenRouter, Talos, vLLM, llama.cpp, TGI.
 //! The client's bytes go through as they are; only the key and routing headers are added.
 
-use super::{describe, model_ids, request_failed, AttemptError, Backend, Call, Reply};
+use super::{model_ids, AttemptError, Backend, Call, Reply};
 use crate::config::{BackendConfig, BackendKind};
-use crate::openai::Endpoint;
+use crate::upstream::{Api, Upstream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use serde_json::Value;
+use std::sync::Arc;
 
 pub struct OpenAiCompat {
     config: BackendConfig,
-    client: reqwest::Client,
-    /// Endpoint URLs parsed once, not per request.
-    chat_url: Option<reqwest::Url>,
-    embeddings_url: Option<reqwest::Url>,
+    api: Api,
 }
 
 impl OpenAiCompat {
-    pub fn new(config: BackendConfig, client: reqwest::Client) -> OpenAiCompat {
-        let url = |e: Endpoint| reqwest::Url::parse(&format!("{}{}", config.base_url, e.path())).ok();
-        let (chat_url, embeddings_url) = (url(Endpoint::ChatCompletions), url(Endpoint::Embeddings));
-        OpenAiCompat { config, client, chat_url, embeddings_url }
+    pub fn new(config: BackendConfig, upstream: &Arc<Upstream>) -> OpenAiCompat {
+        let api = Api::new(upstream, &config.base_url, headers(&config));
+        OpenAiCompat { config, api }
     }
+}
+
+/// What every call carries: the key, and OpenRouter's app attribution.
+pub fn headers(config: &BackendConfig) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    if let Some(key) = &config.api_key {
+        headers.push(("authorization", format!("Bearer {}", key.expose())));
+    }
+    if config.kind == BackendKind::OpenRouter {
+        headers.push(("http-referer", "https://github.com/hermes-gateway/hermes".into()));
+        headers.push(("x-title", "Hermes".into()));
+    }
+    headers
 }
 
 #[async_trait]
@@ -32,52 +41,15 @@ impl Backend for OpenAiCompat {
     }
 
     async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError> {
-        let url = match call.request.endpoint {
-            Endpoint::ChatCompletions => self.chat_url.clone(),
-            Endpoint::Embeddings => self.embeddings_url.clone(),
-        }
-        .ok_or_else(|| AttemptError::Broken("the backend's base URL is not a URL".into()))?;
         let body = match self.config.kind {
             BackendKind::OpenAi => completion_tokens_field(call.body, call.model),
             _ => call.body,
         };
-        let req = self
-            .authorized(self.client.post(url))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            // Streams must arrive readable, chunk by chunk.
-            .header(http::header::ACCEPT_ENCODING, "identity")
-            .body(body);
-        let resp = req.send().await.map_err(|e| request_failed(&e, &self.config))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.bytes_stream().map_err(|e| AttemptError::Broken(describe(&e)));
-        Ok(Reply { status, headers, body: Box::pin(body) })
+        self.api.post_json(call.request.endpoint.path(), body).await
     }
 
     async fn probe(&self) -> Result<Vec<String>, String> {
-        let resp = self.authorized(self.client.get(format!("{}/models", self.config.base_url))).send().await.map_err(|e| describe(&e))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET /models answered {}", resp.status().as_u16()));
-        }
-        let v: Value = resp.json().await.map_err(|e| describe(&e))?;
-        Ok(model_ids(&v))
-    }
-}
-
-impl OpenAiCompat {
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    pub fn authorized(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if let Some(key) = &self.config.api_key {
-            req = req.bearer_auth(key.expose());
-        }
-        if self.config.kind == BackendKind::OpenRouter {
-            // OpenRouter's app attribution headers.
-            req = req.header("HTTP-Referer", "https://github.com/hermes-gateway/hermes").header("X-Title", "Hermes");
-        }
-        req
+        Ok(model_ids(&self.api.get_json("/models").await?))
     }
 }
 

@@ -1,22 +1,23 @@
 //! `local`: a Talos agent beside Ollama. Talos speaks OpenAI chat itself, so calls go through the
 //! OpenAI-compatible adapter; health and models come from Talos's own `/health`.
 
-use super::openai_compat::OpenAiCompat;
-use super::{describe, AttemptError, Backend, Call, Reply};
+use super::openai_compat::{self, OpenAiCompat};
+use super::{AttemptError, Backend, Call, Reply};
 use crate::config::BackendConfig;
+use crate::upstream::{Api, Upstream};
 use async_trait::async_trait;
-use serde_json::Value;
+use std::sync::Arc;
 
 pub struct Talos {
     api: OpenAiCompat,
     /// Talos's root, where `/health` lives (the API base without `/v1`).
-    root: String,
+    root: Api,
 }
 
 impl Talos {
-    pub fn new(config: BackendConfig, client: reqwest::Client) -> Talos {
-        let root = config.base_url.strip_suffix("/v1").unwrap_or(&config.base_url).to_string();
-        Talos { api: OpenAiCompat::new(config, client), root }
+    pub fn new(config: BackendConfig, upstream: &Arc<Upstream>) -> Talos {
+        let root = Api::new(upstream, config.base_url.strip_suffix("/v1").unwrap_or(&config.base_url), openai_compat::headers(&config));
+        Talos { api: OpenAiCompat::new(config, upstream), root }
     }
 }
 
@@ -31,9 +32,9 @@ impl Backend for Talos {
     }
 
     async fn probe(&self) -> Result<Vec<String>, String> {
-        let resp = self.api.authorized(self.api.client().get(format!("{}/health", self.root))).send().await.map_err(|e| describe(&e))?;
-        let status = resp.status().as_u16();
-        let v: Value = resp.json().await.map_err(|e| describe(&e))?;
+        let resp = self.root.get("/health").await.map_err(|e| e.to_string())?;
+        let status = resp.status;
+        let v = resp.json().await?;
         if status != 200 || v["status"] != "healthy" {
             return Err(format!("Talos reports {} ({status})", v["status"].as_str().unwrap_or("no status")));
         }

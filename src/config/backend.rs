@@ -228,11 +228,9 @@ fn base_url(env: &EnvSource, p: &str, name: &str, kind: BackendKind) -> Result<S
 }
 
 fn check_url(var: &str, url: &str) -> Result<String, ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
-            Ok(url.trim_end_matches('/').to_string())
-        }
-        _ => Err(ConfigError::new(var, format!("'{url}' is not an http(s) URL"))),
+    match crate::upstream::Target::parse(url) {
+        Ok(_) => Ok(url.trim_end_matches('/').to_string()),
+        Err(_) => Err(ConfigError::new(var, format!("'{url}' is not an http(s) URL"))),
     }
 }
 
