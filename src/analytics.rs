@@ -13,6 +13,7 @@ pub mod record;
 pub mod schema;
 #[cfg(feature = "analytics")]
 pub mod writer;
+mod priority;
 
 use crate::learn::{Seed, Served};
 use record::{BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord, MigrationStepRecord};
@@ -52,6 +53,7 @@ const NOT_BUILT_IN: &str = "this hermes was built without the `analytics` featur
 pub struct Analytics {
     tx: Option<SyncSender<Event>>,
     queued: Arc<AtomicUsize>,
+    priority: Arc<priority::WriterPriority>,
 }
 
 /// What the file remembered at start-up, for the learner.
@@ -73,6 +75,8 @@ impl Analytics {
         let queued = Arc::new(AtomicUsize::new(0));
         let path = path.to_path_buf();
         let writer_queued = queued.clone();
+        let priority = Arc::new(priority::WriterPriority::new(queue));
+        let writer_priority = priority.clone();
         std::thread::Builder::new()
             .name("analytics".into())
             .stack_size(16 << 20)
@@ -82,7 +86,7 @@ impl Analytics {
                         seeds: query::seeds(&conn).map_err(|e| e.to_string())?,
                         recent_choices: query::recent_choices(&conn).map_err(|e| e.to_string())?,
                     };
-                    let writer = writer::Writer::new(conn, writer_queued).map_err(|e| e.to_string())?;
+                    let writer = writer::Writer::new(conn, writer_queued, writer_priority).map_err(|e| e.to_string())?;
                     Ok((writer, memory))
                 });
                 match opened {
@@ -97,7 +101,7 @@ impl Analytics {
             })
             .map_err(|e| format!("cannot start the analytics writer: {e}"))?;
         let memory = ready_rx.recv().map_err(|_| "the analytics writer stopped while opening the file".to_string())??;
-        Ok((Analytics { tx: Some(tx), queued }, memory))
+        Ok((Analytics { tx: Some(tx), queued, priority }, memory))
     }
 
     /// Without DuckDB compiled in, the gateway runs and remembers nothing.
@@ -109,7 +113,7 @@ impl Analytics {
 
     /// Records go nowhere (tests of other parts, `check-config`).
     pub fn disabled() -> Analytics {
-        Analytics { tx: None, queued: Arc::new(AtomicUsize::new(0)) }
+        Analytics { tx: None, queued: Arc::new(AtomicUsize::new(0)), priority: Arc::new(priority::WriterPriority::new(0)) }
     }
 
     /// Hand over a finished request; never waits.
@@ -120,9 +124,12 @@ impl Analytics {
     /// Any event, without waiting; false when it was dropped (queue full or writer gone).
     pub fn offer(&self, event: Event) -> bool {
         let Some(tx) = &self.tx else { return false };
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        let backlog = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
         match tx.try_send(event) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.priority.falling_behind(backlog);
+                true
+            }
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 let reason = if matches!(e, TrySendError::Full(_)) { "queue_full" } else { "writer_stopped" };
@@ -241,7 +248,7 @@ mod tests {
         // A writer that is not reading: the queue of two fills and the third record is refused
         // at once.
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        let a = Analytics { tx: Some(tx), queued: Arc::new(AtomicUsize::new(0)) };
+        let a = Analytics { tx: Some(tx), queued: Arc::new(AtomicUsize::new(0)), priority: Arc::new(priority::WriterPriority::new(1)) };
         let started = std::time::Instant::now();
         let sent: Vec<bool> = (0..3).map(|i| a.record_ok(job(&format!("r{i}"), "home", true))).collect();
         assert_eq!(sent, vec![true, true, false]);

@@ -2,6 +2,7 @@
 //! memory, and go to DuckDB in batches through its Appender: at least once a second, when a
 //! batch is large, before a rating or lookup that must see them, and on shutdown.
 
+use super::priority::WriterPriority;
 use super::query;
 use super::Event;
 use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
@@ -28,14 +29,15 @@ pub struct Writer {
     next_attempt_id: i64,
     next_selection_id: i64,
     queued: Arc<AtomicUsize>,
+    priority: Arc<WriterPriority>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, queued: Arc<AtomicUsize>) -> duckdb::Result<Writer> {
+    pub fn new(conn: Connection, queued: Arc<AtomicUsize>, priority: Arc<WriterPriority>) -> duckdb::Result<Writer> {
         let next = |table: &str| -> duckdb::Result<i64> { conn.query_row(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"), [], |r| r.get(0)) };
         let next_attempt_id = next("backend_performance")?;
         let next_selection_id = next("backend_selection_history")?;
-        let mut w = Writer { conn, jobs: Vec::new(), backend_ids: HashMap::new(), next_attempt_id, next_selection_id, queued };
+        let mut w = Writer { conn, jobs: Vec::new(), backend_ids: HashMap::new(), next_attempt_id, next_selection_id, queued, priority };
         w.load_backend_ids()?;
         Ok(w)
     }
@@ -43,6 +45,7 @@ impl Writer {
     /// Wakes on a clock, not per record: a writer parked in `recv` would cost every request a
     /// futex wake and a context switch; parked in `sleep`, senders wake nobody.
     pub fn run(mut self, rx: Receiver<Event>) {
+        self.priority.register_writer();
         let mut last_flush = Instant::now();
         loop {
             let mut handled = 0usize;
@@ -60,7 +63,8 @@ impl Writer {
                 }
             };
             // The queue-depth gauge is read from this count when /metrics is scraped.
-            self.queued.fetch_sub(handled, Ordering::Relaxed);
+            let backlog = self.queued.fetch_sub(handled, Ordering::Relaxed).saturating_sub(handled);
+            self.priority.caught_up(backlog);
             if stopped {
                 self.flush();
                 return;
