@@ -11,6 +11,9 @@
 //! SCHED_IDLE (RLIMIT_NICE), so the writer only goes idle where it can come back: as root, or
 //! with RLIMIT_NICE allowing nice 0.
 
+// Without the `analytics` feature there is no writer thread: only the request side is used.
+#![cfg_attr(not(feature = "analytics"), allow(dead_code))]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use thread_priority::{set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadId, ThreadPriority, ThreadSchedulePolicy};
