@@ -3,6 +3,7 @@
 //! the system's roots (`SSL_CERT_FILE` names another bundle).
 
 use crate::backends::{AttemptError, Reply};
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use pingora::connectors::http::v1::Connector;
@@ -12,7 +13,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A host that is gone should fail fast, not after the whole attempt timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,10 +63,10 @@ impl Target {
     }
 }
 
-/// The shared client: pingora's connector (and its pool) and the resolved peers.
+/// The shared client: pingora's connector and its pool of keep-alive connections (pooled by
+/// address, so every backend on one host shares them).
 pub struct Upstream {
     connector: Connector,
-    peers: moka::future::Cache<(String, u16, bool), Arc<HttpPeer>>,
 }
 
 /// One backend's API on the shared client, with the headers every call to it carries. Those may
@@ -74,11 +75,18 @@ pub struct Api {
     upstream: Arc<Upstream>,
     target: Result<Target, String>,
     headers: Vec<(&'static str, String)>,
+    /// The target's address, resolved at most every DNS_TTL; read per request without a lock.
+    resolved: ArcSwapOption<Resolved>,
+}
+
+struct Resolved {
+    peer: Arc<HttpPeer>,
+    until: Instant,
 }
 
 impl Api {
     pub fn new(upstream: &Arc<Upstream>, base_url: &str, headers: Vec<(&'static str, String)>) -> Api {
-        Api { upstream: upstream.clone(), target: Target::parse(base_url), headers }
+        Api { upstream: upstream.clone(), target: Target::parse(base_url), headers, resolved: ArcSwapOption::empty() }
     }
 
     /// POST a JSON body to a route below the base URL (`/chat/completions`).
@@ -101,7 +109,22 @@ impl Api {
 
     async fn call(&self, method: &'static str, route: &str, body: Option<Bytes>) -> Result<Reply, AttemptError> {
         let target = self.target.as_ref().map_err(|e| AttemptError::Broken(e.clone()))?;
-        self.upstream.send(target, method, &target.path(route), &self.headers, body).await
+        let peer = self.peer(target).await?;
+        self.upstream.send(peer, target, method, &target.path(route), &self.headers, body).await
+    }
+
+    async fn peer(&self, target: &Target) -> Result<Arc<HttpPeer>, AttemptError> {
+        if let Some(r) = self.resolved.load().as_deref().filter(|r| r.until > Instant::now()) {
+            return Ok(r.peer.clone());
+        }
+        // Two requests that miss together both resolve; the later store wins, no harm done.
+        let addr = tokio::net::lookup_host((target.host.as_str(), target.port)).await.ok().and_then(|mut a| a.next()).ok_or(AttemptError::Connect)?;
+        let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.total_connection_timeout = Some(HANDSHAKE_TIMEOUT);
+        let peer = Arc::new(peer);
+        self.resolved.store(Some(Arc::new(Resolved { peer: peer.clone(), until: Instant::now() + DNS_TTL })));
+        Ok(peer)
     }
 }
 
@@ -110,37 +133,20 @@ impl Upstream {
         let mut options = ConnectorOptions::new(0);
         // Keep as many idle connections as a busy gateway holds open to its backends.
         options.keepalive_pool_size = 256;
-        Arc::new(Upstream {
-            connector: Connector::new(Some(options)),
-            peers: moka::future::Cache::builder().max_capacity(1024).time_to_live(DNS_TTL).build(),
-        })
-    }
-
-    async fn peer(&self, target: &Target) -> Result<Arc<HttpPeer>, AttemptError> {
-        let key = (target.host.clone(), target.port, target.tls);
-        self.peers
-            .try_get_with(key, async {
-                let addr = tokio::net::lookup_host((target.host.as_str(), target.port)).await.ok().and_then(|mut a| a.next()).ok_or(())?;
-                let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
-                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-                peer.options.total_connection_timeout = Some(HANDSHAKE_TIMEOUT);
-                Ok::<_, ()>(Arc::new(peer))
-            })
-            .await
-            .map_err(|_| AttemptError::Connect)
+        Arc::new(Upstream { connector: Connector::new(Some(options)) })
     }
 
     /// Send a request and wait for the answer's head. Non-2xx answers are answers; only a missing
     /// one is an error.
     async fn send(
         self: &Arc<Self>,
+        peer: Arc<HttpPeer>,
         target: &Target,
         method: &'static str,
         path: &str,
         headers: &[(&'static str, String)],
         body: Option<Bytes>,
     ) -> Result<Reply, AttemptError> {
-        let peer = self.peer(target).await?;
         let mut tries = 0;
         let http = loop {
             let (mut http, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| failure(&e))?;
