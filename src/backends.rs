@@ -27,7 +27,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub async fn bytes(mut self) -> Result<Bytes, AttemptError> {
+    /// The whole body; status and headers stay readable.
+    pub async fn bytes(&mut self) -> Result<Bytes, AttemptError> {
         use futures_util::StreamExt;
         let mut all = Vec::new();
         while let Some(chunk) = self.body.next().await {
@@ -36,7 +37,7 @@ impl Reply {
         Ok(Bytes::from(all))
     }
 
-    pub async fn json(self) -> Result<serde_json::Value, String> {
+    pub async fn json(mut self) -> Result<serde_json::Value, String> {
         let bytes = self.bytes().await.map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))
     }

@@ -14,7 +14,7 @@ use crate::route::{retry, Ask};
 use crate::shadow::{answer_text, Primary};
 use crate::sse::{usage_from_json, SseScanner};
 use crate::telemetry;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -350,7 +350,7 @@ async fn deliver(
         if let Some(wait) = retry_after {
             gateway.health.rest(backend, wait);
         }
-        let excerpt = match timeout_at(deadline, collect(&mut reply)).await {
+        let excerpt = match timeout_at(deadline, reply.bytes()).await {
             Ok(Ok(body)) => upstream_message(&body),
             _ => String::new(),
         };
@@ -387,7 +387,7 @@ async fn deliver(
         relay_stream(gateway, session, ex, request, reply, held, scanner, backend, relay).await;
         return Ok(());
     }
-    let body = match timeout_at(deadline, collect(&mut reply)).await {
+    let body = match timeout_at(deadline, reply.bytes()).await {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => return Err(mark_failed(gateway, backend, failure_of(&e))),
         Err(_) => return Err(mark_failed(gateway, backend, Failure::new("timeout", "answer not complete before the timeout"))),
@@ -558,14 +558,6 @@ fn account(gateway: &Gateway, ex: &mut Exchange, usage: Option<crate::sse::Usage
     ex.usage = Some(u);
     let price = gateway.config.price(&gateway.config.backends[i], model);
     ex.cost_cents = Some(price.cost_cents(u.prompt_tokens, u.completion_tokens));
-}
-
-async fn collect(reply: &mut Reply) -> Result<Bytes, AttemptError> {
-    let mut out = BytesMut::new();
-    while let Some(chunk) = reply.body.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out.freeze())
 }
 
 /// `: message` from an OpenAI-shaped error body, short, for the client's 502.

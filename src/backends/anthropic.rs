@@ -44,7 +44,7 @@ impl Backend for Anthropic {
             return Ok(json_reply(400, e.to_value()));
         }
         let body = messages_request(&call.request.body, call.model, call.request.stream);
-        let resp = self.api.post_json("/messages", body.to_string().into()).await?;
+        let mut resp = self.api.post_json("/messages", body.to_string().into()).await?;
         let status = resp.status;
         if status != 200 || !call.request.stream {
             let bytes = resp.bytes().await?;
