@@ -48,8 +48,6 @@ impl Reply {
 pub enum AttemptError {
     #[error("connection failed")]
     Connect,
-    #[error("timed out after {0}s")]
-    Timeout(u64),
     #[error("answer broke off: {0}")]
     Broken(String),
 }

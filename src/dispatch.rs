@@ -320,7 +320,6 @@ struct Relay {
 fn failure_of(e: &AttemptError) -> Failure {
     let reason = match e {
         AttemptError::Connect => "connect",
-        AttemptError::Timeout(_) => "timeout",
         AttemptError::Broken(_) => "broken",
     };
     Failure::new(reason, e.to_string())
