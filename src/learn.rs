@@ -14,7 +14,7 @@ use rand_distr::{Beta, Distribution};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many ratings the configured quality prior is worth.
 const PRIOR_RATINGS: f64 = 4.0;
@@ -26,6 +26,9 @@ const SPEED_HALF_SECONDS: f64 = 5.0;
 const LATENCY_WINDOW: usize = 256;
 /// Jobs per job type over which "current share" is counted.
 const SHARE_WINDOW: usize = 100;
+/// Requests a rating finds in memory; older ones are looked up in the analytics file.
+const SERVED_KEPT: usize = 50_000;
+const SERVED_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// A 1-5 rating as a 0..1 quality observation.
 pub fn rating_quality(rating: u8) -> f64 {
@@ -160,8 +163,9 @@ type Table = HashMap<JobType, HashMap<String, HashMap<String, Stats>>>;
 
 pub struct Learner {
     table: RwLock<Table>,
-    /// Recent requests by id, for POST /feedback.
-    served: moka::sync::Cache<String, Served>,
+    /// Recent requests by id, for POST /feedback, with when they were kept. Written on every
+    /// answer: a sharded map with no housekeeping (moka's cost a few % of a busy gateway's CPU).
+    served: quick_cache::sync::Cache<String, (Instant, Served)>,
     /// The last backends chosen per job type.
     recent_choices: Mutex<HashMap<JobType, VecDeque<String>>>,
     rng: Mutex<SmallRng>,
@@ -174,7 +178,7 @@ impl Learner {
         Learner {
             table: RwLock::new(HashMap::new()),
             // Older requests are looked up in the analytics file instead.
-            served: moka::sync::Cache::builder().max_capacity(50_000).time_to_live(Duration::from_secs(24 * 3600)).build(),
+            served: quick_cache::sync::Cache::new(SERVED_KEPT),
             recent_choices: Mutex::new(HashMap::new()),
             rng: Mutex::new(rng),
         }
@@ -282,11 +286,11 @@ impl Learner {
     /// Remember where an answered request ran, so a rating can find it; counts its share.
     pub fn served(&self, request_id: &str, served: Served) {
         push_choice(lock(&self.recent_choices).entry(served.job_type).or_default(), served.backend.clone());
-        self.served.insert(request_id.to_string(), served);
+        self.served.insert(request_id.to_string(), (Instant::now(), served));
     }
 
     pub fn lookup(&self, request_id: &str) -> Option<Served> {
-        self.served.get(request_id)
+        self.served.get(request_id).filter(|(at, _)| at.elapsed() < SERVED_FOR).map(|(_, s)| s)
     }
 
     /// A person's 1-5 verdict; a second rating of the same request replaces the first.
@@ -304,7 +308,7 @@ impl Learner {
             s.rating_sum += f64::from(rating);
             s.rating_quality_sum += rating_quality(rating);
         }
-        self.served.insert(request_id.to_string(), served);
+        self.served.insert(request_id.to_string(), (Instant::now(), served));
     }
 
     /// The learned table, one row per (job type, backend, model), busiest first within a type.

@@ -1,9 +1,10 @@
 //! Prometheus metrics: the names fixed by the contract, their buckets and help, recorded once at
 //! the end of each request. Labels stay within bounded sets (configured backends and models).
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::hash::Hash;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -75,7 +76,7 @@ fn describe() {
 pub struct RequestRecord<'a> {
     pub backend: &'a str,
     pub model: &'a str,
-    pub job_type: &'a str,
+    pub job_type: &'static str,
     pub status: u16,
     pub total: Duration,
     pub overhead: Duration,
@@ -84,25 +85,109 @@ pub struct RequestRecord<'a> {
     pub cost_cents: Option<f64>,
 }
 
+/// The label values one request's metrics carry. Owned in the table, borrowed for the lookup,
+/// hashed alike (`Box<str>` hashes as `str`), so a known combination costs no allocation.
+#[derive(Hash, PartialEq, Eq)]
+struct LabelsOwned {
+    backend: Box<str>,
+    model: Box<str>,
+    job_type: &'static str,
+    status: u16,
+}
+
+#[derive(Hash)]
+struct Labels<'a> {
+    backend: &'a str,
+    model: &'a str,
+    job_type: &'static str,
+    status: u16,
+}
+
+impl hashbrown::Equivalent<LabelsOwned> for Labels<'_> {
+    fn equivalent(&self, k: &LabelsOwned) -> bool {
+        (self.backend, self.model, self.job_type, self.status) == (&*k.backend, &*k.model, k.job_type, k.status)
+    }
+}
+
+/// Registered handles for one label combination: a request bumps atomics, and the registry's
+/// label building and hashing happen once per combination instead of once per request. Series a
+/// request may not have (streams, usage, prices) are registered when first seen, as before.
+struct RequestMetrics {
+    backend: Box<str>,
+    model: Box<str>,
+    requests: Counter,
+    duration: Histogram,
+    ttft: OnceLock<Histogram>,
+    tokens: OnceLock<(Counter, Counter)>,
+    cost_cents: OnceLock<Gauge>,
+}
+
+impl RequestMetrics {
+    fn register(l: &Labels<'_>) -> RequestMetrics {
+        RequestMetrics {
+            backend: l.backend.into(),
+            model: l.model.into(),
+            requests: counter!("hermes_requests_total", "backend" => l.backend.to_string(), "model" => l.model.to_string(),
+                               "job_type" => l.job_type, "status" => l.status.to_string()),
+            duration: histogram!("hermes_request_duration_seconds", "backend" => l.backend.to_string()),
+            ttft: OnceLock::new(),
+            tokens: OnceLock::new(),
+            cost_cents: OnceLock::new(),
+        }
+    }
+
+    fn record(&self, r: &RequestRecord<'_>) {
+        let (backend, model) = (&*self.backend, &*self.model);
+        self.requests.increment(1);
+        self.duration.record(r.total.as_secs_f64());
+        OVERHEAD.record(r.overhead.as_secs_f64());
+        if let Some(t) = r.ttft {
+            self.ttft.get_or_init(|| histogram!("hermes_time_to_first_token_seconds", "backend" => backend.to_string())).record(t.as_secs_f64());
+        }
+        if let Some((input, output)) = r.tokens {
+            let (i, o) = self.tokens.get_or_init(|| {
+                let series = |direction: &'static str| counter!("hermes_tokens_total", "backend" => backend.to_string(), "model" => model.to_string(), "direction" => direction);
+                (series("input"), series("output"))
+            });
+            i.increment(input);
+            o.increment(output);
+        }
+        if let Some(c) = r.cost_cents {
+            // Cents are fractional and `metrics` counters count integers: a gauge that only grows
+            // carries the running total; rate() and increase() read it like a counter.
+            self.cost_cents.get_or_init(|| gauge!("hermes_cost_cents_total", "backend" => backend.to_string(), "model" => model.to_string())).increment(c);
+        }
+    }
+}
+
+/// Label sets are bounded (configured backends and known models), so the table stays small.
+static REQUEST_METRICS: LazyLock<RwLock<hashbrown::HashMap<LabelsOwned, RequestMetrics>>> = LazyLock::new(Default::default);
+static OVERHEAD: LazyLock<Histogram> = LazyLock::new(|| histogram!("hermes_overhead_seconds"));
+
 pub fn record_request(r: &RequestRecord<'_>) {
-    let status = r.status.to_string();
-    counter!("hermes_requests_total", "backend" => r.backend.to_string(), "model" => r.model.to_string(),
-             "job_type" => r.job_type.to_string(), "status" => status)
-    .increment(1);
-    histogram!("hermes_request_duration_seconds", "backend" => r.backend.to_string()).record(r.total.as_secs_f64());
-    histogram!("hermes_overhead_seconds").record(r.overhead.as_secs_f64());
-    if let Some(t) = r.ttft {
-        histogram!("hermes_time_to_first_token_seconds", "backend" => r.backend.to_string()).record(t.as_secs_f64());
+    let labels = Labels { backend: r.backend, model: r.model, job_type: r.job_type, status: r.status };
+    with_handles(
+        &REQUEST_METRICS,
+        &labels,
+        || LabelsOwned { backend: r.backend.into(), model: r.model.into(), job_type: r.job_type, status: r.status },
+        || RequestMetrics::register(&labels),
+        |m| m.record(r),
+    );
+}
+
+/// Use the handles registered for `key`, registering them the first time it is seen.
+fn with_handles<K: Hash + Eq, Q: Hash + hashbrown::Equivalent<K> + ?Sized, V>(
+    table: &RwLock<hashbrown::HashMap<K, V>>,
+    key: &Q,
+    owned: impl FnOnce() -> K,
+    register: impl FnOnce() -> V,
+    apply: impl FnOnce(&V),
+) {
+    if let Some(v) = table.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return apply(v);
     }
-    if let Some((input, output)) = r.tokens {
-        counter!("hermes_tokens_total", "backend" => r.backend.to_string(), "model" => r.model.to_string(), "direction" => "input").increment(input);
-        counter!("hermes_tokens_total", "backend" => r.backend.to_string(), "model" => r.model.to_string(), "direction" => "output").increment(output);
-    }
-    if let Some(c) = r.cost_cents {
-        // Cents are fractional and `metrics` counters count integers: a gauge that only grows
-        // carries the running total; rate() and increase() read it like a counter.
-        gauge!("hermes_cost_cents_total", "backend" => r.backend.to_string(), "model" => r.model.to_string()).increment(c);
-    }
+    let mut table = table.write().unwrap_or_else(|e| e.into_inner());
+    apply(table.entry(owned()).or_insert_with(register));
 }
 
 pub fn record_failover(from: &str, to: &str, reason: &'static str) {
@@ -131,10 +216,13 @@ pub fn set_analytics_queue(depth: usize) {
     gauge!("hermes_analytics_queue_depth").set(depth as f64);
 }
 
+static BACKEND_IN_FLIGHT: LazyLock<RwLock<hashbrown::HashMap<Box<str>, Gauge>>> = LazyLock::new(Default::default);
+static IN_FLIGHT: LazyLock<Gauge> = LazyLock::new(|| gauge!("hermes_in_flight_requests"));
+
 pub fn backend_in_flight(backend: &str, delta: f64) {
-    gauge!("hermes_backend_in_flight", "backend" => backend.to_string()).increment(delta);
+    with_handles(&BACKEND_IN_FLIGHT, backend, || backend.into(), || gauge!("hermes_backend_in_flight", "backend" => backend.to_string()), |g| g.increment(delta));
 }
 
 pub fn in_flight(delta: f64) {
-    gauge!("hermes_in_flight_requests").increment(delta);
+    IN_FLIGHT.increment(delta);
 }
