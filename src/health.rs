@@ -109,7 +109,11 @@ impl HealthBoard {
     }
 
     fn resting(&self, backend: usize) -> bool {
-        self.marks.get(backend).is_some_and(|m| self.now_ms() < m.resting_until_ms.load(Ordering::Relaxed))
+        // Most backends never rest: no clock read for them on every routing decision.
+        self.marks.get(backend).is_some_and(|m| match m.resting_until_ms.load(Ordering::Relaxed) {
+            0 => false,
+            until => self.now_ms() < until,
+        })
     }
 
     /// A backend said "busy, come back in `for_how_long`" (429 with retry-after): skip it till then.

@@ -237,16 +237,13 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
     };
     let mut reason = format!("{} job, {}: ", job.job_type.as_str(), ask.criteria.as_str());
     for (n, s) in pool.iter().enumerate() {
-        let _ = write!(
-            reason,
-            "{}{} ({}, quality {:.2}, speed {:.2}, score {:.3})",
-            if n == 0 { "" } else { " > " },
-            name(s),
-            if s.cost == 0.0 { "free".to_string() } else { format!("~{:.4}¢", s.cost) },
-            s.quality,
-            s.speed,
-            s.score
-        );
+        let _ = write!(reason, "{}{} (", if n == 0 { "" } else { " > " }, name(s));
+        if s.cost == 0.0 {
+            reason.push_str("free");
+        } else {
+            let _ = write!(reason, "~{}¢", Decimals(s.cost, 4));
+        }
+        let _ = write!(reason, ", quality {}, speed {}, score {})", Decimals(s.quality, 2), Decimals(s.speed, 2), Decimals(s.score, 3));
     }
     if let Some(by) = pinned_by {
         let _ = write!(reason, "; first choice set by {by}");
@@ -277,6 +274,25 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
         rejected,
         confidence,
     })
+}
+
+/// A number with a fixed count of decimals, written with integer arithmetic: every request's
+/// reason carries a dozen of them, and the formatter's exact float path was a third of routing's
+/// time. Halves round away from zero (the formatter rounds them to even; the reason is prose).
+struct Decimals(f64, u32);
+
+impl std::fmt::Display for Decimals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Decimals(v, places) = *self;
+        let scale = 10u64.pow(places);
+        let scaled = (v.abs() * scale as f64).round();
+        if !scaled.is_finite() || scaled >= u64::MAX as f64 {
+            return write!(f, "{v:.*}", places as usize);
+        }
+        let scaled = scaled as u64;
+        let sign = if v.is_sign_negative() { "-" } else { "" };
+        write!(f, "{sign}{}.{:0width$}", scaled / scale, scaled % scale, width = places as usize)
+    }
 }
 
 fn serves(o: &Offer<'_>, model: &str) -> bool {
@@ -421,6 +437,14 @@ mod tests {
         ];
         pairs.extend_from_slice(extra);
         Config::from_env(&EnvSource::from_pairs(pairs), Policies::builtin(), false).unwrap()
+    }
+
+    #[test]
+    fn decimals_read_like_the_formatter() {
+        for (v, places) in [(0.0, 2), (0.8, 2), (0.85, 3), (1.0, 2), (0.000_123_4, 4), (12.345_67, 4), (-0.25, 3), (-0.000_01, 2), (3.0e-5, 4)] {
+            assert_eq!(Decimals(v, places).to_string(), format!("{v:.*}", places as usize), "{v} to {places} places");
+        }
+        assert_eq!(Decimals(f64::NAN, 2).to_string(), "NaN");
     }
 
     fn job(job_type: JobType) -> Classification {
