@@ -2,6 +2,8 @@
 //! `try_send`) to committed rows in DuckDB. Each job is three rows: the job, one attempt and the
 //! routing decision. `cargo bench --bench analytics` prints it as throughput (elements = jobs).
 
+#![allow(clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hermes::analytics::record::{AttemptRecord, JobRecord, SelectionRecord};
 use hermes::analytics::Analytics;
@@ -16,7 +18,7 @@ fn job(n: u64) -> JobRecord {
         job_type: Some("code_generation"),
         complexity: Some(0.4),
         criteria: Some("cost_first"),
-        stream: n % 2 == 0,
+        stream: n.is_multiple_of(2),
         status: 200,
         backend: Some("cheap".into()),
         model_used: Some("gpt-4o-mini".into()),

@@ -94,7 +94,7 @@ async fn one(gateway: &Gateway, index: usize, prompt: &str) -> ComparisonRecord 
 /// The comparison as a text table.
 pub fn render(rows: &[ComparisonRecord]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16} {:<28} {:>6} {:>8} {:>12} {:>8}  {}", "backend", "model", "status", "seconds", "cost_cents", "chars", "error");
+    let _ = writeln!(out, "{:<16} {:<28} {:>6} {:>8} {:>12} {:>8}  error", "backend", "model", "status", "seconds", "cost_cents", "chars");
     for r in rows {
         let _ = writeln!(
             out,

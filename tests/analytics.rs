@@ -2,6 +2,8 @@
 //! across mock backends of known behaviour, stops, and the file is opened with the official
 //! `duckdb` Python package.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::mock::{Mode, MockUpstream};

@@ -3,6 +3,8 @@
 //! then tried against the real binaries in a scratch root laid out like the image, run as the
 //! image's user. (`scripts/docker-build-stage.sh` runs the build stage's commands in CI.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{curl, free_port};

@@ -1,6 +1,8 @@
 //! Migrations between backends on a live gateway, driven by `hermes migrate` while clients keep
 //! sending requests: none of them may fail, and traffic must end up where the plan says.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{chat_body, duck, hermes_once, post_json, Hermes};

@@ -10,6 +10,9 @@
 //!
 //! Results are one line of `key=value` pairs on stdout, in microseconds.
 
+// A measuring tool: a failed write or bind ends the run with its reason.
+#![allow(clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
