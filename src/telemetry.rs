@@ -111,10 +111,9 @@ impl hashbrown::Equivalent<LabelsOwned> for Labels<'_> {
 
 /// Registered handles for one label combination: a request bumps atomics, and the registry's
 /// label building and hashing happen once per combination instead of once per request. Series a
-/// request may not have (streams, usage, prices) are registered when first seen, as before.
+/// request may not have (streams, usage, prices) are registered when first seen, as before, under
+/// the request's own labels (the same as the key these handles are found by).
 struct RequestMetrics {
-    backend: Box<str>,
-    model: Box<str>,
     requests: Counter,
     duration: Histogram,
     ttft: OnceLock<Histogram>,
@@ -125,8 +124,6 @@ struct RequestMetrics {
 impl RequestMetrics {
     fn register(l: &Labels<'_>) -> RequestMetrics {
         RequestMetrics {
-            backend: l.backend.into(),
-            model: l.model.into(),
             requests: counter!("hermes_requests_total", "backend" => l.backend.to_string(), "model" => l.model.to_string(),
                                "job_type" => l.job_type, "status" => l.status.to_string()),
             duration: histogram!("hermes_request_duration_seconds", "backend" => l.backend.to_string()),
@@ -137,7 +134,7 @@ impl RequestMetrics {
     }
 
     fn record(&self, r: &RequestRecord<'_>) {
-        let (backend, model) = (&*self.backend, &*self.model);
+        let (backend, model) = (r.backend, r.model);
         self.requests.increment(1);
         self.duration.record(r.total.as_secs_f64());
         OVERHEAD.record(r.overhead.as_secs_f64());
