@@ -34,12 +34,17 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     fn query(&self, expr: &str) -> Value {
+        self.answer(expr).unwrap_or_else(|text| panic!("{expr}: {text}"))
+    }
+
+    /// The API's JSON, or the text it sent instead (while starting, a plain "Service Unavailable").
+    fn answer(&self, expr: &str) -> Result<Value, String> {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{}/api/v1/query", self.port), "--data-urlencode"])
             .arg(format!("query={expr}"))
             .output()
             .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{expr}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).map_err(|_| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -85,7 +90,8 @@ fn every_dashboard_query_runs_against_real_prometheus() {
         .spawn()
         .unwrap();
     let prom = Prometheus { child, port };
-    let up = || prom.query("up{job=\"hermes\"}")["data"]["result"].as_array().is_some_and(|r| !r.is_empty());
+    // Prometheus accepts connections before its API answers: not JSON yet means not up yet.
+    let up = || prom.answer("up{job=\"hermes\"}").is_ok_and(|v| v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()));
     assert!(eventually(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && up()).is_some());
 
     // Traffic in two waves, so rates see change between scrapes: plain and streamed answers,
