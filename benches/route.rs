@@ -50,14 +50,21 @@ fn bench(c: &mut Criterion) {
     let long_req = parse_request(Endpoint::ChatCompletions, &long).expect("long");
 
     c.bench_function("parse_request (short chat)", |b| b.iter(|| parse_request(Endpoint::ChatCompletions, black_box(&short))));
-    c.bench_function("classify (short chat)", |b| b.iter(|| gw.classify(black_box(&short_req))));
-    c.bench_function(&format!("classify (code review, {} KiB)", long.len() / 1024), |b| b.iter(|| gw.classify(black_box(&long_req))));
-    let job = gw.classify(&short_req);
+    c.bench_function("classify (short chat)", |b| b.iter(|| gw.classify(black_box(&short_req), "bench")));
+    c.bench_function(&format!("classify (code review, {} KiB)", long.len() / 1024), |b| b.iter(|| gw.classify(black_box(&long_req), "bench")));
+    let job = gw.classify(&short_req, "bench");
     let ask = Ask { model: "auto", job: &job, criteria: Criteria::CostFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
     c.bench_function("choose (5 backends)", |b| b.iter(|| gw.decide(black_box(&ask))));
     c.bench_function("classify + choose (short chat)", |b| {
         b.iter(|| {
-            let job = gw.classify(black_box(&short_req));
+            let job = gw.classify(black_box(&short_req), "bench");
+            let ask = Ask { model: "auto", job: &job, criteria: Criteria::QualityFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
+            gw.decide(&ask).map(|d| d.candidates.len())
+        })
+    });
+    c.bench_function(&format!("classify + choose (code review, {} KiB)", long.len() / 1024), |b| {
+        b.iter(|| {
+            let job = gw.classify(black_box(&long_req), "bench");
             let ask = Ask { model: "auto", job: &job, criteria: Criteria::QualityFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
             gw.decide(&ask).map(|d| d.candidates.len())
         })

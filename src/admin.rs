@@ -133,8 +133,10 @@ async fn small_json(session: &mut Session) -> Result<serde_json::Map<String, ser
     }
 }
 
-/// POST /feedback `{"request_id", "rating": 1-5, "comment"?}`: a person's verdict on an answer.
-/// It moves the learner at once and lands in `backend_performance.user_satisfaction`.
+/// POST /feedback `{"request_id", "rating": 1-5, "comment"?, "job_type"?}`: a person's verdict on
+/// an answer, and/or their correction of its job type. The rating moves the learner at once and
+/// lands in `backend_performance.user_satisfaction`; the correction lands in
+/// `classifier_corrections`, which `hermes classifier train --from-db` learns from.
 pub async fn feedback(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
     match rate(gateway, session).await {
         Ok(body) => send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await,
@@ -148,9 +150,22 @@ async fn rate(gateway: &Gateway, session: &mut Session) -> Result<serde_json::Va
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         _ => return Err(ApiError::bad_request("`request_id` must be the x-hermes-request-id of an answer.", Some("request_id"))),
     };
-    let rating = match body.get("rating").and_then(serde_json::Value::as_f64) {
-        Some(r) if r.fract() == 0.0 && (1.0..=5.0).contains(&r) => r as u8,
-        _ => return Err(ApiError::bad_request("`rating` must be a whole number from 1 to 5.", Some("rating"))),
+    let job_type = match body.get("job_type") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_str().and_then(JobType::parse) {
+            Some(j) => Some(j),
+            None => {
+                let types = JobType::ALL.map(JobType::as_str).join(", ");
+                return Err(ApiError::bad_request(format!("`job_type` must be one of {types}."), Some("job_type")));
+            }
+        },
+    };
+    let rating = match body.get("rating") {
+        None | Some(serde_json::Value::Null) if job_type.is_some() => None,
+        r => match r.and_then(serde_json::Value::as_f64) {
+            Some(r) if r.fract() == 0.0 && (1.0..=5.0).contains(&r) => Some(r as u8),
+            _ => return Err(ApiError::bad_request("`rating` must be a whole number from 1 to 5 (or give `job_type` alone).", Some("rating"))),
+        },
     };
     let comment = match body.get("comment") {
         None | Some(serde_json::Value::Null) => None,
@@ -169,7 +184,11 @@ async fn rate(gateway: &Gateway, session: &mut Session) -> Result<serde_json::Va
             "request_not_found",
         ));
     };
-    let reply = json!({
+    // The features, not the text: a correction is kept without keeping the prompt.
+    let features = job_type.and_then(|_| gateway.shared.readings.get(&request_id)).map(|f| {
+        serde_json::Value::Array(f.iter().map(|(b, v)| json!([b, v])).collect()).to_string()
+    });
+    let mut reply = json!({
         "status": "recorded",
         "request_id": request_id,
         "rating": rating,
@@ -177,8 +196,15 @@ async fn rate(gateway: &Gateway, session: &mut Session) -> Result<serde_json::Va
         "model": served.model,
         "job_type": served.job_type.as_str(),
     });
-    learner.rate(&request_id, served, rating);
-    let record = FeedbackRecord { request_id, rating, comment, at: std::time::SystemTime::now() };
+    if let Some(j) = job_type {
+        reply["corrected_job_type"] = j.as_str().into();
+        reply["trainable"] = features.is_some().into();
+    }
+    if let Some(rating) = rating {
+        learner.rate(&request_id, served, rating);
+    }
+    let at = Some(std::time::SystemTime::now());
+    let record = FeedbackRecord { request_id, rating, comment, job_type: job_type.map(JobType::as_str), features, at };
     if !gateway.analytics().offer(Event::Feedback(Box::new(record))) {
         log::warn!("a rating was learned but could not be queued for the analytics file");
     }
@@ -189,7 +215,6 @@ async fn rate(gateway: &Gateway, session: &mut Session) -> Result<serde_json::Va
 pub async fn stats(gateway: &Gateway, session: &mut Session, ex: &mut Exchange) {
     let body = json!({
         "rows": gateway.learner().table(),
-        "explore_margin": crate::route::EXPLORE_MARGIN,
         "analytics": {"path": gateway.config.db_path.display().to_string(), "queued": gateway.analytics().queued()},
     });
     send_json(gateway, session, ex, 200, Bytes::from(body.to_string())).await;

@@ -45,6 +45,14 @@ pub fn stats_from_files(_: &[impl AsRef<Path>]) -> Result<Vec<crate::learn::Stat
 #[cfg(feature = "analytics")]
 pub use query::stats_from_files;
 
+/// What `hermes classifier train --from-db` reads, when DuckDB is not compiled in.
+#[cfg(not(feature = "analytics"))]
+pub fn corrections_from_file(_: &Path) -> Result<(Vec<(String, Vec<(u32, f32)>)>, usize), String> {
+    Err(NOT_BUILT_IN.to_string())
+}
+#[cfg(feature = "analytics")]
+pub use query::corrections_from_file;
+
 #[cfg(not(feature = "analytics"))]
 const NOT_BUILT_IN: &str = "this hermes was built without the `analytics` feature (DuckDB)";
 
@@ -218,7 +226,7 @@ mod tests {
         for i in 0..10 {
             assert!(a.record_ok(job(&format!("r{i}"), "home", i != 0)));
         }
-        a.offer(Event::Feedback(Box::new(FeedbackRecord { request_id: "r1".into(), rating: 5, comment: None, at: SystemTime::now() })));
+        a.offer(Event::Feedback(Box::new(FeedbackRecord { request_id: "r1".into(), rating: Some(5), at: Some(SystemTime::now()), ..FeedbackRecord::default() })));
         assert!(a.flush(Duration::from_secs(10)));
         drop(a);
         // The writer lets go of the file once the last sender is gone.

@@ -1,13 +1,23 @@
 //! What kind of job a request is, without calling a model: job type, complexity, how much quality,
 //! speed and low cost matter, whether it carries personal data, and its size in tokens.
-//! Phrases come from `policies/classify.toml`; matching is one Aho-Corasick pass per text.
+//!
+//! The job type comes from a linear model ([`model`]) over the request's words, character n-grams
+//! and structure, with the phrases of `policies/classify.toml` among its features (one
+//! Aho-Corasick pass per text). It is trained from labelled prompts ([`corpus`]): the shipped
+//! corpus at start-up, or a user's own with `hermes classifier train` (`policies/classifier.bin`).
+
+pub mod corpus;
+pub mod model;
+pub mod report;
 
 use crate::openai::ApiRequest;
 use crate::privacy;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use model::{Example, Features, Fit, Input, Model};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobType {
@@ -61,6 +71,9 @@ impl JobType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
     pub job_type: JobType,
+    /// How likely each job type is (`JobType::ALL` order): routing weighs what it learned per
+    /// type by these, so a job the classifier is unsure of is not routed as if it were sure.
+    pub likelihood: [f64; 6],
     /// 0..1: size, multi-turn depth and reasoning load.
     pub complexity: f64,
     pub quality_need: f64,
@@ -82,16 +95,6 @@ struct Tier {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Signals {
-    code_fence_code: f64,
-    code_fence_analysis: f64,
-    json_output_analysis: f64,
-    tools_general: f64,
-    context_weight: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Needs {
     quality: Vec<String>,
     speed: Vec<String>,
@@ -102,8 +105,6 @@ struct Needs {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vocabulary {
-    min_score: f64,
-    signals: Signals,
     code_generation: Tier,
     analysis: Tier,
     content_creation: Tier,
@@ -126,44 +127,70 @@ pub struct Classifier {
     matcher: AhoCorasick,
     /// Per pattern id, what it adds to.
     targets: Vec<Vec<Target>>,
-    min_score: f64,
-    signals: Signals,
+    model: Arc<Model>,
 }
+
+/// Where the weights come from.
+pub enum Weights {
+    /// Trained at start-up from the shipped corpus's training split.
+    Shipped,
+    /// A file written by `hermes classifier train`, or a model fitted here.
+    Fitted(Arc<Model>),
+}
+
+/// The shipped model, once per vocabulary: a reload that keeps `classify.toml` does not refit.
+static SHIPPED: Mutex<Option<(String, Arc<Model>)>> = Mutex::new(None);
 
 const STRONG: f64 = 3.0;
 const WEAK: f64 = 1.0;
 
 impl Classifier {
-    pub fn new(vocab: &Vocabulary) -> Result<Classifier, String> {
+    pub fn new(vocab: &Vocabulary, weights: Weights) -> Result<Classifier, String> {
         let mut by_phrase: HashMap<String, Vec<Target>> = HashMap::new();
-        let tiers = [
-            &vocab.code_generation,
-            &vocab.analysis,
-            &vocab.content_creation,
-            &vocab.research,
-            &vocab.reasoning,
-            &vocab.general,
-        ];
-        for (job, tier) in tiers.iter().enumerate() {
-            for p in &tier.strong {
-                by_phrase.entry(p.to_ascii_lowercase()).or_default().push(Target::Job(job, STRONG));
-            }
-            for p in &tier.weak {
-                by_phrase.entry(p.to_ascii_lowercase()).or_default().push(Target::Job(job, WEAK));
+        for (job, tier) in vocab.tiers().into_iter().enumerate() {
+            for (list, weight) in [(&tier.strong, STRONG), (&tier.weak, WEAK)] {
+                for p in list {
+                    by_phrase.entry(p.trim().to_ascii_lowercase()).or_default().push(Target::Job(job, weight));
+                }
             }
         }
         for (words, t) in [(&vocab.needs.quality, Target::Quality), (&vocab.needs.speed, Target::Speed), (&vocab.needs.cost, Target::Cost)] {
             for w in words {
-                by_phrase.entry(w.to_ascii_lowercase()).or_default().push(t);
+                by_phrase.entry(w.trim().to_ascii_lowercase()).or_default().push(t);
             }
         }
-        let (phrases, targets): (Vec<String>, Vec<Vec<Target>>) = by_phrase.into_iter().filter(|(p, _)| !p.trim().is_empty()).unzip();
+        let (phrases, targets): (Vec<String>, Vec<Vec<Target>>) = by_phrase.into_iter().filter(|(p, _)| !p.is_empty()).unzip();
         let matcher = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .build(&phrases)
             .map_err(|e| e.to_string())?;
-        Ok(Classifier { matcher, targets, min_score: vocab.min_score, signals: vocab.signals.clone() })
+        let mut classifier = Classifier { matcher, targets, model: Arc::new(Model::default()) };
+        classifier.model = match weights {
+            Weights::Fitted(m) => m,
+            Weights::Shipped => {
+                let key = format!("{vocab:?}");
+                let mut cached = SHIPPED.lock().unwrap_or_else(|p| p.into_inner());
+                match cached.as_ref().filter(|(k, _)| *k == key) {
+                    Some((_, m)) => m.clone(),
+                    None => {
+                        let m = Arc::new(Model::fit(&classifier.examples(&corpus::training(), 1.0), Fit::default()));
+                        *cached = Some((key, m.clone()));
+                        m
+                    }
+                }
+            }
+        };
+        Ok(classifier)
+    }
+
+    /// Labelled requests as training examples for this classifier's features.
+    pub fn examples(&self, labelled: &[corpus::Labelled], weight: f32) -> Vec<Example> {
+        labelled.iter().map(|l| Example { features: self.features(&l.request), label: l.label, weight }).collect()
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// Scores text into `tally`, `weight` times each phrase's value.
@@ -187,44 +214,56 @@ impl Classifier {
         }
     }
 
-    pub fn classify(&self, request: &ApiRequest) -> Classification {
+    /// What the model reads of a request, and the vocabulary's tally of its last turn.
+    fn read(&self, request: &ApiRequest, out: &mut Features) -> Reading {
         let body = &request.body;
         let messages: &[Value] = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         let last_user = messages.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
         let mut tally = Tally::default();
-        let mut chars = 0usize;
-        let mut last_text = String::new();
-        for (i, m) in messages.iter().enumerate() {
-            let text = message_text(m);
-            chars += text.len();
-            if Some(i) == last_user {
-                self.score(&text, 1.0, &mut tally);
-                last_text = text;
-            } else {
-                self.score(&text, self.signals.context_weight, &mut tally);
-            }
-        }
-        if request.endpoint == crate::openai::Endpoint::Embeddings {
-            chars = request.prompt_text().len();
-        }
-        if looks_like_code(&last_text) {
-            tally.jobs[0] += self.signals.code_fence_code;
-            tally.jobs[1] += self.signals.code_fence_analysis;
-        }
-        let json_out = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str).is_some_and(|t| t.starts_with("json"));
-        if json_out {
-            tally.jobs[1] += self.signals.json_output_analysis;
-        }
-        if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
-            tally.jobs[5] += self.signals.tools_general;
-        }
-        let (best, best_score) = tally.jobs.iter().copied().enumerate().fold((5, f64::MIN), |acc, (i, s)| if s > acc.1 { (i, s) } else { acc });
-        let job_type = if best_score >= self.min_score { JobType::ALL[best] } else { JobType::General };
+        let texts: Vec<String> = messages.iter().map(message_text).collect();
+        let chars = if request.endpoint == crate::openai::Endpoint::Embeddings { request.prompt_text().len() } else { texts.iter().map(String::len).sum() };
+        let last_text = last_user.map_or("", |i| texts[i].as_str());
+        self.score(last_text, 1.0, &mut tally);
+        // The rest, nearest the last turn first, is context.
+        let context: Vec<&str> = texts.iter().enumerate().rev().filter(|(i, _)| Some(*i) != last_user).map(|(_, t)| t.as_str()).collect();
+        let input = Input {
+            last_user: last_text,
+            context: &context,
+            code: looks_like_code(last_text),
+            fence: last_text.contains("```"),
+            tools: body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()),
+            json_mode: body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str).is_some_and(|t| t.starts_with("json")),
+            system: messages.iter().any(|m| m.get("role").and_then(Value::as_str) == Some("system")),
+            turns: messages.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("user")).count(),
+            vocabulary: tally.jobs,
+        };
+        model::features(&input, out);
+        Reading { tally, chars, messages: messages.len(), personal_data: privacy::scan(texts.iter()) }
+    }
 
-        let prompt_tokens = (chars as u64).div_ceil(4) + 4 * messages.len() as u64;
+    /// The features the model reads of a request (kept for a person's correction of its job type).
+    pub fn features(&self, request: &ApiRequest) -> Features {
+        let mut f = Vec::new();
+        self.read(request, &mut f);
+        f
+    }
+
+    pub fn classify(&self, request: &ApiRequest) -> Classification {
+        let mut features = Vec::with_capacity(256);
+        self.classify_with(request, &mut features)
+    }
+
+    /// `classify`, leaving the features it read in `features`.
+    pub fn classify_with(&self, request: &ApiRequest, features: &mut Features) -> Classification {
+        let body = &request.body;
+        let reading = self.read(request, features);
+        let likelihood = self.model.probabilities(features);
+        let job_type = model::most_likely(&likelihood);
+        let tally = reading.tally;
+        let prompt_tokens = (reading.chars as u64).div_ceil(4) + 4 * reading.messages as u64;
         let max_tokens = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| body.get(*k).and_then(Value::as_u64));
-        let turns = messages.len() as f64;
-        let complexity = ((prompt_tokens as f64 / 3000.0).min(0.6)
+        let turns = reading.messages as f64;
+        let complexity = ((prompt_tokens as f64 / 1500.0).min(0.6)
             + if job_type == JobType::Reasoning { 0.25 } else { 0.0 }
             + (turns / 40.0).min(0.15))
         .min(1.0);
@@ -233,14 +272,57 @@ impl Classifier {
         let cost_sensitivity = (0.3 + tally.cost / 2.0).min(1.0);
         Classification {
             job_type,
+            likelihood,
             complexity,
             quality_need,
             speed_need,
             cost_sensitivity,
-            personal_data: privacy::scan(messages.iter().map(message_text)),
+            personal_data: reading.personal_data,
             prompt_tokens,
             expected_output_tokens: max_tokens.unwrap_or_else(|| job_type.typical_output_tokens()),
         }
+    }
+}
+
+struct Reading {
+    tally: Tally,
+    chars: usize,
+    messages: usize,
+    personal_data: Option<&'static str>,
+}
+
+/// What the classifier read of recent requests, by request id, so that a person's correction
+/// of a job type (`POST /feedback` with `job_type`) can be stored as a training example without
+/// keeping the prompt's text. Bounded by the features held, not by requests.
+pub struct Readings {
+    cache: quick_cache::sync::Cache<String, Arc<Features>, FeatureCount>,
+}
+
+#[derive(Clone)]
+struct FeatureCount;
+
+impl quick_cache::Weighter<String, Arc<Features>> for FeatureCount {
+    fn weight(&self, _: &String, f: &Arc<Features>) -> u64 {
+        f.len() as u64 + 1
+    }
+}
+
+/// About 16 MB of features (8 bytes each).
+const READINGS_KEPT: u64 = 2_000_000;
+
+impl Default for Readings {
+    fn default() -> Readings {
+        Readings { cache: quick_cache::sync::Cache::with_weighter(8192, READINGS_KEPT, FeatureCount) }
+    }
+}
+
+impl Readings {
+    pub fn keep(&self, request_id: &str, features: Features) {
+        self.cache.insert(request_id.to_string(), Arc::new(features));
+    }
+
+    pub fn get(&self, request_id: &str) -> Option<Arc<Features>> {
+        self.cache.get(request_id)
     }
 }
 
@@ -253,7 +335,7 @@ struct Tally {
 }
 
 /// A message's text: string content, or the text parts of a content array.
-fn message_text(m: &Value) -> String {
+pub fn message_text(m: &Value) -> String {
     match m.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"),
@@ -277,8 +359,38 @@ fn looks_like_code(text: &str) -> bool {
     codeish >= 3
 }
 
-pub fn parse_vocabulary(text: &str) -> Result<Vocabulary, toml::de::Error> {
-    toml::from_str(text)
+/// `policies/classify.toml`. A phrase listed twice (in one type or across types, or twice among
+/// the needs) is an error: it would count twice or pull two ways.
+pub fn parse_vocabulary(text: &str) -> Result<Vocabulary, String> {
+    let vocab: Vocabulary = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    let job_lists = JobType::ALL.iter().zip(vocab.tiers()).flat_map(|(job, tier)| {
+        [(&tier.strong, format!("{}.strong", job.as_str())), (&tier.weak, format!("{}.weak", job.as_str()))]
+    });
+    once_each(job_lists)?;
+    // A need may share a phrase with a job type ("quick" may be both), not with another need.
+    let needs = &vocab.needs;
+    once_each([(&needs.quality, "needs.quality".to_string()), (&needs.speed, "needs.speed".into()), (&needs.cost, "needs.cost".into())])?;
+    Ok(vocab)
+}
+
+/// An error naming the first phrase that stands in two places (or twice in one) of these lists.
+fn once_each<'a>(lists: impl IntoIterator<Item = (&'a Vec<String>, String)>) -> Result<(), String> {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (list, place) in lists {
+        for p in list {
+            if let Some(first) = seen.insert(p.trim().to_ascii_lowercase(), place.clone()) {
+                return Err(format!("the phrase \"{}\" is listed twice: in {first} and in {place}", p.trim()));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Vocabulary {
+    /// The job types' lists, in `JobType::ALL` order.
+    fn tiers(&self) -> [&Tier; 6] {
+        [&self.code_generation, &self.analysis, &self.content_creation, &self.research, &self.reasoning, &self.general]
+    }
 }
 
 #[cfg(test)]
@@ -287,7 +399,7 @@ mod tests {
     use crate::openai::{parse_request, Endpoint};
 
     fn classifier() -> Classifier {
-        Classifier::new(&parse_vocabulary(include_str!("../policies/classify.toml")).unwrap()).unwrap()
+        Classifier::new(&parse_vocabulary(include_str!("../policies/classify.toml")).unwrap(), Weights::Shipped).unwrap()
     }
 
     fn classify(body: serde_json::Value) -> Classification {
@@ -319,7 +431,7 @@ mod tests {
         assert!(c.speed_need >= 0.7, "{c:?}");
         assert!(c.quality_need >= 0.6, "{c:?}");
         assert_eq!(c.expected_output_tokens, 50);
-        let fenced = classify(user("```\nlet x = compute(a, b);\nif x > 3 { panic!() }\n```"));
+        let fenced = classify(user("```python\ndef add(a, b):\n    return a - b\n```\nthis returns the wrong thing, fix it"));
         assert_eq!(fenced.job_type, JobType::CodeGeneration);
         assert!(classify(user("email me at jane.doe@example.com")).personal_data.is_some());
     }

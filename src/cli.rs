@@ -1,9 +1,12 @@
-//! `hermes stats`, `hermes compare` and `hermes migrate`: ask the running gateway when there is
+//! `hermes stats`, `hermes compare`, `hermes migrate` and `hermes classifier`. The first three ask the running gateway when there is
 //! one (DuckDB lets one process write the file), otherwise do the work here on the file itself.
 
 use crate::analytics::stats_from_files;
 use crate::analytics::record::ComparisonRecord;
 use crate::analytics::Event;
+use crate::classify::model::{Example, Fit, Model};
+use crate::classify::report::Report;
+use crate::classify::{corpus, Classifier, JobType, Weights};
 use crate::config::{Config, EnvSource, Sources};
 use crate::gateway::{Gateway, Shared};
 use crate::learn::StatRow;
@@ -180,4 +183,96 @@ pub fn migrate_rollback(url: Option<String>, sources: &Sources) -> Result<String
     let target = locate(sources, url)?.remote;
     let undone = crate::migrate::rollback(&target, None)?;
     Ok(format!("rolled back: routing is as configured again (undone: {})\n", serde_json::to_string(&undone).unwrap_or_default()))
+}
+
+/// The policies folder the gateway would read, and what it holds.
+fn policies_of(sources: &Sources) -> Result<(PathBuf, crate::config::Policies), String> {
+    let dir = sources.policies_dir.clone().unwrap_or_else(|| PathBuf::from("policies"));
+    let policies = crate::config::Policies::load(&dir, sources.policies_dir.is_some()).map_err(|e| format!("configuration error: {e}"))?;
+    Ok((dir, policies))
+}
+
+fn classifier_of(policies: &crate::config::Policies, weights: Weights) -> Result<Classifier, String> {
+    Classifier::new(&policies.vocabulary, weights).map_err(|e| format!("policies/classify.toml: {e}"))
+}
+
+fn labelled_file(path: &std::path::Path) -> Result<Vec<corpus::Labelled>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    corpus::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `hermes classifier eval --data FILE`: the classifier the gateway would load, measured on FILE.
+pub fn classifier_eval(data: &std::path::Path, misses: bool, sources: &Sources) -> Result<String, String> {
+    let (_, policies) = policies_of(sources)?;
+    let weights = policies.classifier.clone().map_or(Weights::Shipped, Weights::Fitted);
+    let classifier = classifier_of(&policies, weights)?;
+    let report = Report::measure(&classifier, &labelled_file(data)?);
+    let mut out = report.table();
+    if misses {
+        for m in &report.misses {
+            let _ = writeln!(out, "miss: {m}");
+        }
+    }
+    Ok(out)
+}
+
+/// How much more a user's own labelled prompt counts than one of the shipped corpus: enough for
+/// 60 of them to move their domain, not so much that they drown the rest.
+pub const USER_EXAMPLE_WEIGHT: f32 = 3.0;
+
+/// `hermes classifier train`: the shipped training split plus the user's files and, with
+/// `from_db`, the corrections posted to /feedback; written where the gateway loads it.
+pub fn classifier_train(data: &[PathBuf], from_db: Option<PathBuf>, out: Option<PathBuf>, sources: &Sources) -> Result<String, String> {
+    if data.is_empty() && from_db.is_none() {
+        return Err("give --data FILE (labelled prompts) and/or --from-db".into());
+    }
+    // The folder it writes into may be new.
+    if let Some(dir) = sources.policies_dir.as_ref().filter(|_| out.is_none()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let (dir, policies) = policies_of(sources)?;
+    let base = classifier_of(&policies, Weights::Shipped)?;
+    let mut examples = base.examples(&corpus::training(), 1.0);
+    let shipped = examples.len();
+    let mut report = String::new();
+    let mut own = Vec::new();
+    for path in data {
+        own.extend(labelled_file(path)?);
+    }
+    examples.extend(base.examples(&own, USER_EXAMPLE_WEIGHT));
+    if let Some(db) = from_db {
+        let (rows, unknown) = crate::analytics::corrections_from_file(&db)?;
+        let _ = writeln!(report, "{} correction(s) from {}{}", rows.len(), db.display(), if unknown > 0 { format!(" ({unknown} too old to train on: their features were no longer known)") } else { String::new() });
+        for (job, features) in rows {
+            let Some(label) = JobType::parse(&job) else { continue };
+            examples.push(Example { features, label, weight: USER_EXAMPLE_WEIGHT });
+        }
+    }
+    let added = examples.len() - shipped;
+    let fitted = Model::fit(&examples, Fit::default());
+    let path = out.unwrap_or_else(|| dir.join(crate::config::CLASSIFIER_FILE));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(&path, fitted.to_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let trained = classifier_of(&policies, Weights::Fitted(std::sync::Arc::new(fitted)))?;
+    let held_out = corpus::test_split();
+    let _ = writeln!(report, "fitted on {shipped} shipped and {added} of your examples; wrote {}", path.display());
+    let _ = writeln!(
+        report,
+        "shipped held-out split ({} prompts): accuracy {:.1}% before, {:.1}% after",
+        held_out.len(),
+        Report::measure(&base, &held_out).accuracy() * 100.0,
+        Report::measure(&trained, &held_out).accuracy() * 100.0
+    );
+    if !own.is_empty() {
+        let _ = writeln!(report, "your data (seen in training): {:.1}% before, {:.1}% after", Report::measure(&base, &own).accuracy() * 100.0, Report::measure(&trained, &own).accuracy() * 100.0);
+    }
+    let _ = writeln!(report, "the gateway loads it from {} at start-up and on reload", path.parent().map_or(".".into(), |p| p.display().to_string()));
+    Ok(report)
+}
+
+/// HERMES_DB_PATH as `.env` and the environment say.
+pub fn db_path(sources: &Sources) -> PathBuf {
+    locate(sources, None).map_or_else(|_| PathBuf::from("./hermes.duckdb"), |w| w.db_path)
 }

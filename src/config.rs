@@ -8,7 +8,7 @@ mod routing;
 
 pub use backend::{BackendConfig, BackendKind, Secret, SimSettings};
 pub use env::EnvSource;
-pub use policies::{CachePolicy, ModelPrice, Policies, ShadowPolicy};
+pub use policies::{CachePolicy, ModelPrice, Policies, ShadowPolicy, CLASSIFIER_FILE};
 pub use routing::{Balancing, Criteria, RoutingConfig};
 
 use std::path::{Path, PathBuf};
@@ -107,6 +107,8 @@ pub struct Config {
     pub policies: Policies,
     /// HERMES_LOG_CONTENT: store prompts and answers in the analytics file.
     pub log_content: bool,
+    /// HERMES_IMPLICIT_FEEDBACK: a complaint in the next turn counts as a rating (policies/routing.toml).
+    pub implicit_feedback: bool,
     /// HERMES_RANDOM_SEED: repeatable routing draws (tests, simulations).
     pub random_seed: Option<u64>,
     /// HERMES_ANALYTICS_QUEUE: records that may wait for the writer before new ones are dropped.
@@ -228,6 +230,7 @@ impl Config {
             body_read_timeout: env.seconds_or("HERMES_BODY_READ_TIMEOUT_SECONDS", 30.0)?,
             policies,
             log_content: env.bool_or("HERMES_LOG_CONTENT", false)?,
+            implicit_feedback: env.bool_or("HERMES_IMPLICIT_FEEDBACK", true)?,
             random_seed: env.number("HERMES_RANDOM_SEED")?,
             analytics_queue: env.number_or("HERMES_ANALYTICS_QUEUE", 65_536usize)?.max(1),
             analytics_memory_mb: env.number_or("HERMES_ANALYTICS_MEMORY_MB", 64u64)?.max(16),
@@ -262,6 +265,16 @@ impl Config {
             self.db_path.display(),
             if self.log_content { "stored" } else { "not stored" },
             self.analytics_queue
+        );
+        let _ = writeln!(
+            out,
+            "classifier        {}; implicit feedback {}",
+            if self.policies.classifier.is_some() { "fitted (policies classifier.bin)" } else { "shipped corpus" },
+            match (&self.policies.implicit_feedback, self.implicit_feedback) {
+                (Some(p), true) => format!("on ({} phrases, rating {})", p.negative.len(), p.rating),
+                (None, true) => "off (no [implicit_feedback] in routing.toml)".to_string(),
+                (_, false) => "off (HERMES_IMPLICIT_FEEDBACK)".to_string(),
+            }
         );
         let _ = writeln!(
             out,

@@ -1,6 +1,7 @@
 //! One request from arrival to answer: path, auth, body, plan, then the attempt loop that fails
 //! over between backends and relays the winner's answer (streams chunk by chunk).
 
+use crate::learn::{Band, Served};
 use crate::admin;
 use crate::analytics::record::{AttemptRecord, SelectionRecord};
 use crate::backends::{AttemptError, Call, Reply};
@@ -159,7 +160,8 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
     if gateway.config.log_content {
         ex.prompt = request.body.get("messages").or_else(|| request.body.get("input")).map(|v| v.to_string());
     }
-    let job = gateway.classify(&request);
+    let job = gateway.classify(&request, &ex.request_id);
+    crate::outcome::implicit_feedback(gateway, &request, &ex.request_id);
     ex.job_type = Some(job.job_type);
     ex.complexity = Some(job.complexity);
     let routing = &gateway.config.routing;
@@ -238,6 +240,9 @@ async fn forward(gateway: &Arc<Gateway>, session: &mut Session, ex: &mut Exchang
         }
         ex.attempts += 1;
         ex.backend = Some(candidate.backend);
+        // Known to the learner before anything is sent: a rating may come with the first byte.
+        let expected = Served::new(job.job_type, Some(Band::of(job.complexity)), &cfg.name, gateway.model_label(Some(&candidate.model)));
+        gateway.learner().expect(&ex.request_id, expected);
         ex.model = Some(candidate.model.clone());
         relay.shadow = crate::shadow::pick(gateway, candidate.backend, local_only);
         let began = Instant::now();

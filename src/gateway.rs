@@ -6,7 +6,9 @@ use crate::analytics::record::BackendRecord;
 use crate::analytics::Analytics;
 use crate::backends::Registry;
 use crate::catalog::Catalog;
-use crate::classify::{Classification, Classifier};
+use crate::classify::{Classification, Classifier, Weights};
+use crate::learn::implicit::{Conversations, Implicit};
+use crate::learn::Band;
 use crate::config::{Config, Sources};
 use crate::health::{CheckResult, HealthBoard};
 use crate::learn::{Learner, Priors};
@@ -23,6 +25,8 @@ pub struct Gateway {
     pub health: HealthBoard,
     pub catalog: Catalog,
     pub classifier: Classifier,
+    /// Complaints in a next turn as ratings; None when turned off.
+    pub implicit: Option<Implicit>,
     pub limits: Limits,
     pub cache: crate::cache::AnswerCache,
     /// The rendered `/v1/models` answer, briefly.
@@ -43,6 +47,10 @@ pub struct Shared {
     pub analytics: Analytics,
     /// What a migration in progress has changed above the configuration.
     pub helm: Arc<crate::steering::Helm>,
+    /// What the classifier read of recent requests, for corrections of their job type.
+    pub readings: Arc<crate::classify::Readings>,
+    /// Who answered which conversation, for implicit feedback.
+    pub conversations: Arc<Conversations>,
 }
 
 impl Shared {
@@ -50,7 +58,7 @@ impl Shared {
     pub fn open(config: &Config) -> Result<Shared, String> {
         let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue, config.analytics_memory_mb)?;
         let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
-        Ok(Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(learner), analytics, helm: Arc::default() })
+        Ok(Shared { in_flight: Arc::new(AtomicUsize::new(0)), learner: Arc::new(learner), analytics, helm: Arc::default(), readings: Arc::default(), conversations: Arc::default() })
     }
 
     /// Nothing remembered and nothing written (tools that only need the routing).
@@ -60,6 +68,8 @@ impl Shared {
             learner: Arc::new(Learner::new(config.random_seed)),
             analytics: Analytics::disabled(),
             helm: Arc::default(),
+            readings: Arc::default(),
+            conversations: Arc::default(),
         }
     }
 }
@@ -71,7 +81,12 @@ impl Gateway {
         let health = HealthBoard::new(config.backends.len(), config.health.unhealthy_threshold, cooldown);
         let catalog = Catalog::new(config.backends.iter().map(|b| b.models.clone()).collect());
         let backend_in_flight = config.backends.iter().map(|_| AtomicUsize::new(0)).collect();
-        let classifier = Classifier::new(&config.policies.vocabulary).map_err(|e| format!("policies/classify.toml: {e}"))?;
+        let weights = config.policies.classifier.clone().map_or(Weights::Shipped, Weights::Fitted);
+        let classifier = Classifier::new(&config.policies.vocabulary, weights).map_err(|e| format!("policies/classify.toml: {e}"))?;
+        let implicit = match (&config.policies.implicit_feedback, config.implicit_feedback) {
+            (Some(policy), true) => Some(Implicit::new(policy).map_err(|e| format!("policies/routing.toml implicit_feedback: {e}"))?),
+            _ => None,
+        };
         let limits = Limits::new(&config);
         let cache = crate::cache::AnswerCache::new(&config.policies.cache);
         Ok(Arc::new(Gateway {
@@ -80,6 +95,7 @@ impl Gateway {
             health,
             catalog,
             classifier,
+            implicit,
             limits,
             cache,
             model_list: moka::future::Cache::builder().max_capacity(1).time_to_live(std::time::Duration::from_secs(1)).build(),
@@ -141,7 +157,7 @@ impl Gateway {
             .map(|(i, b)| {
                 let model = if ask.model == "auto" { models[i].first().map_or("auto", String::as_str) } else { ask.model };
                 let prior = Priors { quality: b.quality_score, speed: b.speed_score, reliability: self.health.reliability(i) };
-                let learned = learner.estimate(ask.job.job_type, &b.name, model, prior);
+                let learned = learner.estimate_mixed(&ask.job.likelihood, ask.job.job_type, Band::of(ask.job.complexity), &b.name, self.model_label(Some(model)), prior);
                 Offer {
                     config: b,
                     models: &models[i],
@@ -175,8 +191,12 @@ impl Gateway {
         route::choose(ask, &offers, &settings, |i, m| self.config.price(&self.config.backends[i], m), &dice)
     }
 
-    pub fn classify(&self, request: &crate::openai::ApiRequest) -> Classification {
-        self.classifier.classify(request)
+    /// The request's classification; what was read is kept under its id for a correction.
+    pub fn classify(&self, request: &crate::openai::ApiRequest, request_id: &str) -> Classification {
+        let mut features = Vec::with_capacity(256);
+        let c = self.classifier.classify_with(request, &mut features);
+        self.shared.readings.keep(request_id, features);
+        c
     }
 
     /// A model name fit for a metric label: served ones as they are, anything else `other`.

@@ -1,5 +1,6 @@
 //! The `hermes` command: `serve` runs the gateway, `check-config` validates configuration,
-//! `stats` prints what it has learned, `compare` sends one prompt to several backends.
+//! `stats` prints what it has learned, `compare` sends one prompt to several backends, `migrate`
+//! moves traffic, `classifier` measures and fits the job-type classifier.
 
 use clap::{Args, Parser, Subcommand};
 use hermes::config::{Config, Sources};
@@ -28,6 +29,42 @@ enum Command {
     /// Move traffic from one backend to another on the running gateway.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Measure the job-type classifier on labelled prompts, or fit it to your own.
+    #[command(subcommand)]
+    Classifier(ClassifierCommand),
+}
+
+#[derive(Subcommand)]
+enum ClassifierCommand {
+    /// Per-type precision and recall and the accuracy of the classifier the gateway would load,
+    /// on FILE: JSON lines `{"messages": [...], "label": "job_type"}` or `{"prompt": "...", "label": ...}`.
+    Eval {
+        #[arg(long, value_name = "FILE")]
+        data: PathBuf,
+        /// Also list every prompt it got wrong.
+        #[arg(long)]
+        misses: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Fit the classifier to the shipped corpus plus your labelled prompts (and, with --from-db,
+    /// the corrections posted to /feedback), and write it where the gateway loads it.
+    Train {
+        /// Labelled prompts, in the format `eval` reads (may be given several times).
+        #[arg(long, value_name = "FILE")]
+        data: Vec<PathBuf>,
+        /// Add the job-type corrections stored in the analytics file (HERMES_DB_PATH, or --db).
+        #[arg(long)]
+        from_db: bool,
+        /// The analytics file for --from-db.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Where to write the fitted classifier (default: the policies folder's classifier.bin).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +179,11 @@ fn main() -> ExitCode {
             hermes::cli::migrate_apply(&m.from, &m.to, &m.strategy, url, stage, margin, &m.config.sources()).map(|out| print!("{out}"))
         }
         Command::Migrate(MigrateCommand::Rollback { url, config }) => hermes::cli::migrate_rollback(url, &config.sources()).map(|out| print!("{out}")),
+        Command::Classifier(ClassifierCommand::Eval { data, misses, config }) => hermes::cli::classifier_eval(&data, misses, &config.sources()).map(|out| print!("{out}")),
+        Command::Classifier(ClassifierCommand::Train { data, from_db, db, out, config }) => {
+            let db = from_db.then(|| db.unwrap_or_else(|| hermes::cli::db_path(&config.sources())));
+            hermes::cli::classifier_train(&data, db, out, &config.sources()).map(|out| print!("{out}"))
+        }
     };
     hermes::log_batch::flush();
     match result {

@@ -1,11 +1,26 @@
 //! What a finished request leaves behind: the learner's statistics move at once, and the whole
 //! story goes to the analytics writer (which never makes the request wait).
 
-use crate::analytics::record::JobRecord;
+use crate::analytics::record::{FeedbackRecord, JobRecord};
+use crate::learn::implicit::Complaint;
 use crate::gateway::Gateway;
-use crate::learn::{Outcome, Served};
+use crate::learn::{Band, Outcome, Served};
 use crate::proxy::Exchange;
 use std::time::{Duration, SystemTime};
+
+/// A next turn that complains about the answer before it counts as a low rating of that answer,
+/// unless a person rated it already.
+pub fn implicit_feedback(gateway: &Gateway, request: &crate::openai::ApiRequest, request_id: &str) {
+    let Some(implicit) = &gateway.implicit else { return };
+    let Some(messages) = request.body.get("messages").and_then(serde_json::Value::as_array) else { return };
+    let Some((earlier, complaint)) = implicit.observe(&gateway.shared.conversations, messages, request_id) else { return };
+    let learner = gateway.learner();
+    let Some(served) = learner.lookup(&earlier).filter(|s| s.rating.is_none()) else { return };
+    learner.rate(&earlier, served, implicit.rating);
+    metrics::counter!("hermes_implicit_feedback_total", "reason" => if complaint == Complaint::AskedAgain { "asked_again" } else { "says_wrong" }).increment(1);
+    let record = FeedbackRecord { request_id: earlier, rating: Some(implicit.rating), comment: Some(complaint.as_str().to_string()), at: Some(SystemTime::now()), ..FeedbackRecord::default() };
+    gateway.analytics().offer(crate::analytics::Event::Feedback(Box::new(record)));
+}
 
 pub fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
     let learner = gateway.learner();
@@ -15,7 +30,8 @@ pub fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
             learner.record(&Outcome {
                 job_type,
                 backend: &a.backend,
-                model: &a.model,
+                // Only models the catalog knows become keys: a client cannot grow the table.
+                model: gateway.model_label(Some(&a.model)),
                 success: a.success,
                 latency: a.elapsed,
                 // Time to first token belongs to the try that streamed.
@@ -27,7 +43,7 @@ pub fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
     let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.clone());
     let answered = (200..300).contains(&ex.status);
     let served = match (answered, ex.job_type, &backend, &ex.model) {
-        (true, Some(job_type), Some(b), Some(m)) => Some(Served { job_type, backend: b.clone(), model: m.clone(), rating: None }),
+        (true, Some(job_type), Some(b), Some(m)) => Some(Served::new(job_type, ex.complexity.map(Band::of), b, gateway.model_label(Some(m)))),
         _ => None,
     };
     gateway.analytics().record(JobRecord {

@@ -70,14 +70,11 @@ pub struct Decision {
     pub confidence: f64,
 }
 
-/// How far apart two backends may be on the criterion and still count as equals: costs within
-/// 2% of each other (free is only equal to free), scores within 0.02.
+/// How far apart two backends may be on the criterion and still count as equals: costs in the
+/// same 2% band (free is only equal to free), scores in the same 0.02 band. Bands, not a
+/// distance between pairs, so that "equal" is transitive and ranking is a total order.
 const EQUAL_COST_SHARE: f64 = 0.02;
 const EQUAL_SCORE: f64 = 0.02;
-/// Candidates that tie on the criterion and whose weighted scores are within this of the
-/// leader's are too close to call: they share traffic by Thompson draws so each keeps earning
-/// evidence. Further apart, the leader always goes first.
-pub const EXPLORE_MARGIN: f64 = 0.03;
 
 pub struct Settings<'a> {
     pub routing: &'a RoutingConfig,
@@ -103,6 +100,9 @@ struct Survivor {
     /// The score with the drawn quality in place of the believed one.
     drawn: f64,
     quality: f64,
+    /// A Thompson sample of quality: what ranking reads, so a backend that was unlucky keeps a
+    /// chance in proportion to how likely it is to be the better one.
+    quality_draw: f64,
     speed: f64,
     /// Typically slower than HERMES_MAX_RESPONSE_TIME_SECONDS.
     slow: bool,
@@ -152,7 +152,7 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
         let cost = price(i, &model).cost_cents(job.prompt_tokens, job.expected_output_tokens);
         let affordable = !(c.kind.is_paid() && cost > 0.0 && cost > ask.budget_cents);
         let slow = o.typical_latency.zip(settings.routing.max_response_time).is_some_and(|(typical, max)| typical > max);
-        let s = Survivor { index: i, model, cost, score: 0.0, drawn: 0.0, quality: o.quality, speed: o.speed, slow, in_flight: o.in_flight };
+        let s = Survivor { index: i, model, cost, score: 0.0, drawn: 0.0, quality: o.quality, quality_draw: o.quality_draw, speed: o.speed, slow, in_flight: o.in_flight };
         if !capable(c, job.job_type) {
             rejected.push((c.name.clone(), format!("lacks the {} capability", job.job_type.as_str())));
             if affordable && o.available {
@@ -195,14 +195,15 @@ pub fn choose(ask: &Ask<'_>, offers: &[Offer<'_>], settings: &Settings<'_>, pric
     }
 
     score(&mut pool, offers, ask, settings);
-    rank(&mut pool, ask.criteria, settings.routing.min_quality);
-    let explored = match settings.routing.balancing {
-        Some(strategy) => {
-            balance(&mut pool, ask.criteria, strategy, settings, offers, dice);
-            false
-        }
-        None => explore(&mut pool, ask.criteria),
-    };
+    let min_quality = settings.routing.min_quality;
+    // Thompson sampling over the criterion: the order the draws give. `explored`: the beliefs'
+    // own order would have put another backend first.
+    let believed_first = pool.iter().min_by(|a, b| rank_order(a, b, ask.criteria, min_quality, false)).map(|s| s.index);
+    pool.sort_by(|a, b| rank_order(a, b, ask.criteria, min_quality, true));
+    let explored = pool.first().map(|s| s.index) != believed_first;
+    if let Some(strategy) = settings.routing.balancing {
+        balance(&mut pool, ask.criteria, min_quality, strategy, settings, offers, dice);
+    }
     let name = |s: &Survivor| offers[s.index].config.name.as_str();
     let mut pins: Vec<(&str, &'static str)> = Vec::new();
     if !ask.criteria_requested {
@@ -340,51 +341,41 @@ fn score(pool: &mut [Survivor], offers: &[Offer<'_>], ask: &Ask<'_>, settings: &
     }
 }
 
-fn primary_key(s: &Survivor, criteria: Criteria) -> f64 {
-    match criteria {
-        Criteria::CostFirst => -s.cost,
-        Criteria::QualityFirst => s.quality,
-        Criteria::SpeedFirst => s.speed,
-    }
+/// Which band of the criterion a candidate is in (lower is better), and whether it goes last:
+/// below HERMES_MIN_QUALITY_SCORE, or typically slower than HERMES_MAX_RESPONSE_TIME_SECONDS.
+/// Those that go last go best quality first: when none meets the bar, the nearest to it should
+/// answer (and be learned about), not the cheapest.
+/// `drawn`: judge quality by the Thompson draw (routing) or by the belief (what it would be).
+fn tier(s: &Survivor, criteria: Criteria, min_quality: f64, drawn: bool) -> (bool, i64) {
+    let quality = if drawn { s.quality_draw } else { s.quality };
+    let band = |v: f64, width: f64| -> i64 { (v / width).floor() as i64 };
+    let last = quality < min_quality || s.slow;
+    let key = match criteria {
+        _ if last => -band(quality, EQUAL_SCORE),
+        // Free before everything; then 2%-wide bands of the logarithm of the cost.
+        Criteria::CostFirst if s.cost <= 0.0 => i64::MIN,
+        Criteria::CostFirst => band(s.cost.ln(), (1.0 + EQUAL_COST_SHARE).ln()),
+        Criteria::QualityFirst => -band(quality, EQUAL_SCORE),
+        Criteria::SpeedFirst => -band(s.speed, EQUAL_SCORE),
+    };
+    (last, key)
 }
 
-fn equal(a: &Survivor, b: &Survivor, criteria: Criteria) -> bool {
-    let tolerance = if criteria == Criteria::CostFirst { EQUAL_COST_SHARE * a.cost.max(b.cost) + 1e-12 } else { EQUAL_SCORE };
-    (primary_key(a, criteria) - primary_key(b, criteria)).abs() <= tolerance
-}
-
-/// Best on the criterion first; equals by weighted score. Below HERMES_MIN_QUALITY_SCORE or
-/// typically slower than HERMES_MAX_RESPONSE_TIME_SECONDS goes last: tried, but only after the rest.
-fn rank(pool: &mut [Survivor], criteria: Criteria, min_quality: f64) {
-    pool.sort_by(|a, b| {
-        let below = |s: &Survivor| s.quality < min_quality || s.slow;
-        below(a).cmp(&below(b)).then_with(|| {
-            if equal(a, b, criteria) {
-                b.score.total_cmp(&a.score)
-            } else {
-                primary_key(b, criteria).total_cmp(&primary_key(a, criteria))
-            }
-        })
-    });
-}
-
-/// Leaders too close to call (see EXPLORE_MARGIN) go in the order of their drawn scores.
-/// Returns whether the order changed.
-fn explore(pool: &mut [Survivor], criteria: Criteria) -> bool {
-    let Some(first) = pool.first() else { return false };
-    let n = pool.iter().take_while(|s| equal(s, first, criteria) && first.score - s.score <= EXPLORE_MARGIN).count();
-    if n < 2 {
-        return false;
-    }
-    let leader = first.index;
-    pool[..n].sort_by(|a, b| b.drawn.total_cmp(&a.drawn));
-    pool[0].index != leader
+/// Best on the criterion first, equals by weighted score, then configuration order: a total
+/// order whatever the numbers (NaN included), as `sort_by` needs.
+fn rank_order(a: &Survivor, b: &Survivor, criteria: Criteria, min_quality: f64, drawn: bool) -> std::cmp::Ordering {
+    let score = |s: &Survivor| if drawn { s.drawn } else { s.score };
+    tier(a, criteria, min_quality, drawn)
+        .cmp(&tier(b, criteria, min_quality, drawn))
+        .then_with(|| score(b).total_cmp(&score(a)))
+        .then_with(|| a.index.cmp(&b.index))
 }
 
 /// Among the leaders that tie on the criterion, spread the traffic.
-fn balance(pool: &mut [Survivor], criteria: Criteria, strategy: Balancing, settings: &Settings<'_>, offers: &[Offer<'_>], dice: &Dice) {
+fn balance(pool: &mut [Survivor], criteria: Criteria, min_quality: f64, strategy: Balancing, settings: &Settings<'_>, offers: &[Offer<'_>], dice: &Dice) {
     let Some(first) = pool.first() else { return };
-    let n = pool.iter().take_while(|s| equal(s, first, criteria)).count();
+    let lead = tier(first, criteria, min_quality, true);
+    let n = pool.iter().take_while(|s| tier(s, criteria, min_quality, true) == lead).count();
     if n < 2 {
         return;
     }
@@ -450,6 +441,7 @@ mod tests {
     fn job(job_type: JobType) -> Classification {
         Classification {
             job_type,
+            likelihood: JobType::ALL.map(|j| if j == job_type { 1.0 } else { 0.0 }),
             complexity: 0.2,
             quality_need: 0.3,
             speed_need: 0.2,
@@ -507,11 +499,13 @@ mod tests {
             let d = choose(&ask("auto", &j, Criteria::CostFirst), &offers, &settings, |_, _| ModelPrice::FREE, &DICE).unwrap();
             cfg.backends[d.candidates[0].backend].name.clone()
         };
-        // Equal beliefs: whichever draw is higher goes first, so both keep getting traffic.
+        // Whichever draw is higher goes first, so both keep getting traffic in proportion to how
+        // likely each is to be the better one (the learner's tests check the draws themselves).
         assert_eq!(first([0.8, 0.8], [0.9, 0.5]), "twin_a");
         assert_eq!(first([0.8, 0.8], [0.5, 0.9]), "twin_b");
-        // One rated far better: its lead is beyond the margin and no draw overturns it.
-        assert_eq!(first([0.2, 0.9], [0.99, 0.01]), "twin_b");
+        assert_eq!(first([0.6, 0.9], [0.85, 0.8]), "twin_a");
+        // Without draws (no ratings yet) the belief decides.
+        assert_eq!(first([0.6, 0.9], [0.6, 0.9]), "twin_b");
     }
 
     fn ask<'a>(model: &'a str, job: &'a Classification, criteria: Criteria) -> Ask<'a> {

@@ -143,7 +143,7 @@ fn every_job_attempt_decision_and_rating_is_in_the_file() {
     assert_eq!(q[7][0][0], 0, "prompts and answers are not stored by default");
     assert_eq!(q[8][0][0], 0, "answered jobs carry type, backend, model, tokens and cost");
     assert_eq!(q[9], vec![serde_json::json!(["broken", "custom", 180, 0, 180]), serde_json::json!(["steady", "sim", 180, 180, 0])]);
-    assert_eq!(q[10][0][0], 3, "the schema is at its latest version");
+    assert_eq!(q[10][0][0], 4, "the schema is at its latest version");
     assert!(q[11].is_empty(), "the upstream key is in no column: {:?}", q[11]);
     let raw = std::fs::read(&db).unwrap();
     assert!(!raw.windows(UPSTREAM_KEY.len()).any(|w| w == UPSTREAM_KEY.as_bytes()), "the upstream key is not in the file's bytes");
@@ -277,79 +277,4 @@ fn ratings_teach_the_router_and_the_lesson_survives_a_restart() {
     let rows: serde_json::Value = serde_json::from_slice(&merged.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&merged.stderr)));
     let total = |key: &str| rows.as_array().unwrap().iter().map(|r| r[key].as_u64().unwrap()).sum::<u64>();
     assert_eq!((total("jobs"), total("ratings")), (120, 120), "{rows}");
-}
-
-/// Three backends whose true quality differs per job type; a simulated person rates each answer.
-/// The learned router must reach 90% of an oracle's average rating while spending less than
-/// always using the premium backend.
-#[test]
-fn the_learned_router_nears_the_oracle_for_less_than_premium() {
-    // True quality per job type (0..1), unknown to Hermes: priors all say 0.8.
-    let truth: HashMap<&str, [f64; 3]> = HashMap::from([
-        ("general", [0.85, 0.80, 0.92]),
-        ("content_creation", [0.85, 0.75, 0.92]),
-        ("code_generation", [0.30, 0.90, 0.92]),
-        ("analysis", [0.45, 0.85, 0.92]),
-        ("reasoning", [0.25, 0.50, 0.92]),
-        ("research", [0.50, 0.85, 0.92]),
-    ]);
-    let names = ["local", "mid", "premium"];
-    let mut pairs = vec![
-        ("HERMES_BACKENDS_ENABLED".to_string(), "local,mid,premium".to_string()),
-        ("HERMES_RANDOM_SEED".into(), "11".into()),
-        ("HERMES_MIN_QUALITY_SCORE".into(), "0.7".into()),
-    ];
-    pairs.extend(sim("local", "local-model", "0", "0"));
-    pairs.extend(sim("mid", "mid-model", "0.3", "1.2"));
-    pairs.extend(sim("premium", "premium-model", "3", "15"));
-    let h = Hermes::start(&env_of(pairs), &[]);
-    let url = format!("{}/v1/chat/completions", h.url());
-
-    let prompts: Vec<String> = include_str!("data/labelled_prompts.jsonl")
-        .lines()
-        .map(|line| {
-            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("label");
-            o.insert("model".into(), "auto".into());
-            v.to_string()
-        })
-        .collect();
-    let mut rng = fastrand::Rng::with_seed(5);
-    let mut order: Vec<usize> = (0..prompts.len()).collect();
-    rng.shuffle(&mut order);
-    let rating_of = |q: f64, noise: f64| (1.0 + 4.0 * q + noise).round().clamp(1.0, 5.0);
-
-    let (mut got, mut oracle, mut cost, mut jobs) = (0.0, 0.0, 0.0, Vec::new());
-    for &i in order.iter().take(300) {
-        let r = post_json(&url, None, &prompts[i]);
-        if r.status != 200 {
-            continue; // e.g. a prompt with personal data and no local backend
-        }
-        let job = r.header("x-hermes-job-type").unwrap().to_string();
-        let backend = r.header("x-hermes-backend").unwrap();
-        let q = truth[job.as_str()];
-        let noise = rng.f64() - 0.5;
-        let rating = rating_of(q[names.iter().position(|n| *n == backend).unwrap()], noise);
-        got += rating;
-        oracle += rating_of(q.iter().copied().fold(0.0, f64::max), noise);
-        cost += r.header("x-hermes-cost-cents").unwrap().parse::<f64>().unwrap();
-        assert_eq!(feedback(&h, r.header("x-hermes-request-id").unwrap(), (rating as i64).into()).status, 200);
-        jobs.push(i);
-    }
-    assert!(jobs.len() >= 280, "most prompts were answered: {}", jobs.len());
-    // The same prompts, always on the premium backend.
-    let premium: f64 = jobs
-        .iter()
-        .map(|&i| {
-            let r = curl(&[&url, "-H", "content-type: application/json", "-H", "x-hermes-backend: premium", "--data-binary", &prompts[i]]);
-            assert_eq!(r.header("x-hermes-backend"), Some("premium"));
-            r.header("x-hermes-cost-cents").unwrap().parse::<f64>().unwrap()
-        })
-        .sum();
-    let share = got / oracle;
-    eprintln!("learned router: average rating {:.3} = {:.1}% of the oracle's {:.3}; cost {cost:.4}¢ vs always-premium {premium:.4}¢ ({:.1}%)",
-        got / jobs.len() as f64, share * 100.0, oracle / jobs.len() as f64, cost / premium * 100.0);
-    assert!(share >= 0.9, "the learned router reached {:.1}% of the oracle", share * 100.0);
-    assert!(cost < premium, "cheaper than always premium: {cost} vs {premium}");
 }

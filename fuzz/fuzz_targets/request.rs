@@ -11,7 +11,7 @@ fn classifier() -> &'static Classifier {
     static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
     CLASSIFIER.get_or_init(|| {
         let vocabulary = parse_vocabulary(include_str!("../../policies/classify.toml")).expect("shipped vocabulary");
-        Classifier::new(&vocabulary).expect("shipped vocabulary")
+        Classifier::new(&vocabulary, hermes::classify::Weights::Shipped).expect("shipped vocabulary")
     })
 }
 

@@ -78,15 +78,16 @@ pub fn recent_choices(conn: &Connection) -> duckdb::Result<Vec<(String, String)>
 /// Where a request was answered, and its current rating, if the file has it.
 pub fn served(conn: &Connection, request_id: &str) -> duckdb::Result<Option<Served>> {
     let mut stmt = conn.prepare(
-        "SELECT job_type, backend, model_used, user_satisfaction FROM backend_performance
+        "SELECT job_type, backend, model_used, user_satisfaction, job_complexity FROM backend_performance
          WHERE job_id = ? AND success ORDER BY attempt DESC LIMIT 1",
     )?;
     let mut rows = stmt.query_map([request_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i32>>(3)?))
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i32>>(3)?, r.get::<_, Option<f64>>(4)?))
     })?;
     Ok(match rows.next().transpose()? {
-        Some((job, backend, model, rating)) => JobType::parse(&job).map(|job_type| Served {
+        Some((job, backend, model, rating, complexity)) => JobType::parse(&job).map(|job_type| Served {
             job_type,
+            band: complexity.map(crate::learn::Band::of),
             backend,
             model,
             rating: rating.map(|r| r.clamp(1, 5) as u8),
@@ -128,4 +129,31 @@ pub fn stats_from_files(paths: &[impl AsRef<Path>]) -> Result<Vec<StatRow>, Stri
         choices.extend(recent_choices(&conn).map_err(|e| e.to_string())?);
     }
     Ok(Learner::seeded(None, merged.into_values().collect(), choices).table())
+}
+
+/// The job-type corrections people posted (`classifier_corrections`), latest per request, as
+/// (job type, features); corrections whose features were no longer known are counted apart.
+pub fn corrections_from_file(path: &Path) -> Result<(Vec<(String, Vec<(u32, f32)>)>, usize), String> {
+    if !path.exists() {
+        return Err(format!("{}: no such analytics file", path.display()));
+    }
+    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(|e| e.to_string())?;
+    let conn = Connection::open_with_flags(path, config)
+        .map_err(|e| format!("{}: {e} (a running gateway holds the file: stop it, or give a copy)", path.display()))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT job_type, features FROM classifier_corrections
+             QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY created_date DESC) = 1",
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))).map_err(|e| e.to_string())?;
+    let (mut out, mut unknown) = (Vec::new(), 0);
+    for row in rows {
+        let (job, features) = row.map_err(|e| e.to_string())?;
+        match features.and_then(|f| serde_json::from_str::<Vec<(u32, f32)>>(&f).ok()) {
+            Some(f) => out.push((job, f)),
+            None => unknown += 1,
+        }
+    }
+    Ok((out, unknown))
 }

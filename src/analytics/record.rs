@@ -58,13 +58,17 @@ pub struct SelectionRecord {
     pub rejected: Vec<(String, String)>,
 }
 
-/// A person's verdict (`feedback`, and `backend_performance.user_satisfaction`).
-#[derive(Debug, Clone)]
+/// A person's verdict (`feedback`, and `backend_performance.user_satisfaction`) and/or their
+/// correction of the job type (`classifier_corrections`).
+#[derive(Debug, Clone, Default)]
 pub struct FeedbackRecord {
     pub request_id: String,
-    pub rating: u8,
+    pub rating: Option<u8>,
     pub comment: Option<String>,
-    pub at: SystemTime,
+    pub job_type: Option<&'static str>,
+    /// What the classifier read of the request, as JSON `[[bucket, value], ...]`, when still known.
+    pub features: Option<String>,
+    pub at: Option<SystemTime>,
 }
 
 /// One backend's answer to a compared prompt (`comparisons`).

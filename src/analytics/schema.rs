@@ -147,6 +147,20 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         );
         ",
     ),
+    (
+        4,
+        "corrections of the classifier's job type",
+        "
+        -- POST /feedback with job_type: what a person says the job was. features is what the
+        -- classifier read (hashed, not the text), for `hermes classifier train --from-db`.
+        CREATE TABLE classifier_corrections (
+            job_id VARCHAR NOT NULL,
+            job_type VARCHAR NOT NULL,
+            features VARCHAR,                   -- JSON [[bucket, value], ...]; NULL when no longer known
+            created_date TIMESTAMP NOT NULL
+        );
+        ",
+    ),
 ];
 
 pub fn latest() -> i32 {
@@ -194,11 +208,11 @@ mod tests {
         assert_eq!(migrate_to(&conn, 1).unwrap(), vec![1]);
         assert_eq!(current_version(&conn).unwrap(), 1);
         // A file at version 1 gains what came after, and nothing runs twice.
-        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3]);
+        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3, 4]);
         assert!(migrate_to(&conn, latest()).unwrap().is_empty());
         let n: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 3);
-        for table in ["backends", "jobs", "backend_performance", "backend_selection_history", "feedback", "comparisons", "migration_steps"] {
+        assert_eq!(n, 4);
+        for table in ["backends", "jobs", "backend_performance", "backend_selection_history", "feedback", "comparisons", "migration_steps", "classifier_corrections"] {
             let _: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
         }
     }

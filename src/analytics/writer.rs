@@ -249,14 +249,19 @@ impl Writer {
     }
 
     fn feedback(&self, f: &FeedbackRecord) -> duckdb::Result<()> {
-        self.conn.execute(
-            "UPDATE backend_performance SET user_satisfaction = ?, quality_score = ? WHERE job_id = ? AND success",
-            params![f.rating, rating_quality(f.rating), f.request_id],
-        )?;
-        self.conn.execute(
-            "INSERT INTO feedback VALUES (?, ?, ?, ?)",
-            params![f.request_id, f.rating, f.comment, timestamp(Some(f.at))],
-        )?;
+        if let Some(rating) = f.rating {
+            self.conn.execute(
+                "UPDATE backend_performance SET user_satisfaction = ?, quality_score = ? WHERE job_id = ? AND success",
+                params![rating, rating_quality(rating), f.request_id],
+            )?;
+            self.conn.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)", params![f.request_id, rating, f.comment, timestamp(f.at)])?;
+        }
+        if let Some(job_type) = f.job_type {
+            self.conn.execute(
+                "INSERT INTO classifier_corrections VALUES (?, ?, ?, ?)",
+                params![f.request_id, job_type, f.features, timestamp(f.at)],
+            )?;
+        }
         Ok(())
     }
 

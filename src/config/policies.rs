@@ -2,7 +2,10 @@
 //! so a missing folder behaves exactly like an untouched one.
 
 use super::{read_optional, ConfigError};
+use crate::classify::model::Model;
 use crate::classify::Vocabulary;
+use crate::learn::implicit::ImplicitPolicy;
+use std::sync::Arc;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +14,8 @@ use std::time::Duration;
 const DEFAULT_PRICES: &str = include_str!("../../policies/prices.toml");
 const DEFAULT_ROUTING: &str = include_str!("../../policies/routing.toml");
 const DEFAULT_CLASSIFY: &str = include_str!("../../policies/classify.toml");
+/// The fitted classifier `hermes classifier train` writes, read from the policies folder.
+pub const CLASSIFIER_FILE: &str = "classifier.bin";
 
 /// US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Default)]
@@ -43,6 +48,7 @@ struct RoutingFile {
     failover: FailoverFile,
     cache: CachePolicy,
     shadow: Option<ShadowPolicy>,
+    implicit_feedback: Option<ImplicitPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,7 +80,11 @@ pub struct Policies {
     pub backoff_base: Duration,
     pub cache: CachePolicy,
     pub shadow: Option<ShadowPolicy>,
+    /// What counts as a complaint about the last answer; absent = no implicit feedback.
+    pub implicit_feedback: Option<ImplicitPolicy>,
     pub vocabulary: Vocabulary,
+    /// `classifier.bin` from `hermes classifier train`; without it the shipped model is used.
+    pub classifier: Option<Arc<Model>>,
 }
 
 impl Policies {
@@ -89,11 +99,21 @@ impl Policies {
         let prices = read_optional(&prices_path, false)?;
         let routing = read_optional(&routing_path, false)?;
         let classify = read_optional(&classify_path, false)?;
-        Policies::parse(
+        let mut policies = Policies::parse(
             (&prices_path, prices.as_deref().unwrap_or(DEFAULT_PRICES)),
             (&routing_path, routing.as_deref().unwrap_or(DEFAULT_ROUTING)),
             (&classify_path, classify.as_deref().unwrap_or(DEFAULT_CLASSIFY)),
-        )
+        )?;
+        let model_path = dir.join(CLASSIFIER_FILE);
+        match std::fs::read(&model_path) {
+            Ok(bytes) => {
+                let model = Model::from_bytes(&bytes).map_err(|e| ConfigError::new(model_path.display().to_string(), e))?;
+                policies.classifier = Some(Arc::new(model));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ConfigError::new(model_path.display().to_string(), e.to_string())),
+        }
+        Ok(policies)
     }
 
     pub fn builtin() -> Policies {
@@ -110,7 +130,10 @@ impl Policies {
         let bad = |path: &Path, e: toml::de::Error| ConfigError::new(path.display().to_string(), e.message().to_string());
         let p: PricesFile = toml::from_str(prices.1).map_err(|e| bad(prices.0, e))?;
         let r: RoutingFile = toml::from_str(routing.1).map_err(|e| bad(routing.0, e))?;
-        let vocabulary = crate::classify::parse_vocabulary(classify.1).map_err(|e| bad(classify.0, e))?;
+        let vocabulary = crate::classify::parse_vocabulary(classify.1).map_err(|e| ConfigError::new(classify.0.display().to_string(), e))?;
+        if let Some(i) = r.implicit_feedback.as_ref().filter(|i| !(1..=5).contains(&i.rating)) {
+            return Err(ConfigError::new(routing.0.display().to_string(), format!("implicit_feedback rating {} is outside 1..5", i.rating)));
+        }
         if let Some(s) = r.shadow.as_ref().filter(|s| !(0.0..=1.0).contains(&s.share)) {
             return Err(ConfigError::new(routing.0.display().to_string(), format!("shadow share {} is outside 0..1", s.share)));
         }
@@ -125,7 +148,9 @@ impl Policies {
             backoff_base: Duration::from_millis(r.failover.backoff_base_ms),
             cache: r.cache,
             shadow: r.shadow,
+            implicit_feedback: r.implicit_feedback,
             vocabulary,
+            classifier: None,
         })
     }
 
