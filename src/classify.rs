@@ -141,6 +141,10 @@ pub enum Weights {
 /// The shipped model, once per vocabulary: a reload that keeps `classify.toml` does not refit.
 static SHIPPED: Mutex<Option<(String, Arc<Model>)>> = Mutex::new(None);
 
+/// How much of a long last user turn the classifier reads: its first and last bytes.
+const LAST_TURN_HEAD: usize = 2048;
+const LAST_TURN_TAIL: usize = 1024;
+
 const STRONG: f64 = 3.0;
 const WEAK: f64 = 1.0;
 
@@ -222,7 +226,17 @@ impl Classifier {
         let mut tally = Tally::default();
         let texts: Vec<String> = messages.iter().map(message_text).collect();
         let chars = if request.endpoint == crate::openai::Endpoint::Embeddings { request.prompt_text().len() } else { texts.iter().map(String::len).sum() };
-        let last_text = last_user.map_or("", |i| texts[i].as_str());
+        // A long last turn is read at its start and its end (where the ask sits around pasted
+        // material), so a long prompt costs a bounded time.
+        let whole = last_user.map_or("", |i| texts[i].as_str());
+        let (head, tail) = model::window(whole, LAST_TURN_HEAD, LAST_TURN_TAIL);
+        let joined;
+        let last_text = if tail.is_empty() {
+            head
+        } else {
+            joined = format!("{head}\n{tail}");
+            joined.as_str()
+        };
         self.score(last_text, 1.0, &mut tally);
         // The rest, nearest the last turn first, is context.
         let context: Vec<&str> = texts.iter().enumerate().rev().filter(|(i, _)| Some(*i) != last_user).map(|(_, t)| t.as_str()).collect();
@@ -238,7 +252,7 @@ impl Classifier {
             vocabulary: tally.jobs,
         };
         model::features(&input, out);
-        Reading { tally, chars, messages: messages.len(), personal_data: privacy::scan(texts.iter()) }
+        Reading { tally, chars, messages: messages.len(), texts }
     }
 
     /// The features the model reads of a request (kept for a person's correction of its job type).
@@ -257,6 +271,7 @@ impl Classifier {
     pub fn classify_with(&self, request: &ApiRequest, features: &mut Features) -> Classification {
         let body = &request.body;
         let reading = self.read(request, features);
+        let personal_data = privacy::scan(reading.texts.iter());
         let likelihood = self.model.probabilities(features);
         let job_type = model::most_likely(&likelihood);
         let tally = reading.tally;
@@ -277,7 +292,7 @@ impl Classifier {
             quality_need,
             speed_need,
             cost_sensitivity,
-            personal_data: reading.personal_data,
+            personal_data,
             prompt_tokens,
             expected_output_tokens: max_tokens.unwrap_or_else(|| job_type.typical_output_tokens()),
         }
@@ -288,7 +303,8 @@ struct Reading {
     tally: Tally,
     chars: usize,
     messages: usize,
-    personal_data: Option<&'static str>,
+    /// Every message's text, for the privacy scan (which reads all of it).
+    texts: Vec<String>,
 }
 
 /// What the classifier read of recent requests, by request id, so that a person's correction

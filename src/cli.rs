@@ -222,7 +222,7 @@ pub const USER_EXAMPLE_WEIGHT: f32 = 3.0;
 
 /// `hermes classifier train`: the shipped training split plus the user's files and, with
 /// `from_db`, the corrections posted to /feedback; written where the gateway loads it.
-pub fn classifier_train(data: &[PathBuf], from_db: Option<PathBuf>, out: Option<PathBuf>, sources: &Sources) -> Result<String, String> {
+pub fn classifier_train(data: &[PathBuf], from_db: Option<PathBuf>, out: Option<PathBuf>, weight: f32, sources: &Sources) -> Result<String, String> {
     if data.is_empty() && from_db.is_none() {
         return Err("give --data FILE (labelled prompts) and/or --from-db".into());
     }
@@ -239,13 +239,13 @@ pub fn classifier_train(data: &[PathBuf], from_db: Option<PathBuf>, out: Option<
     for path in data {
         own.extend(labelled_file(path)?);
     }
-    examples.extend(base.examples(&own, USER_EXAMPLE_WEIGHT));
+    examples.extend(base.examples(&own, weight));
     if let Some(db) = from_db {
         let (rows, unknown) = crate::analytics::corrections_from_file(&db)?;
         let _ = writeln!(report, "{} correction(s) from {}{}", rows.len(), db.display(), if unknown > 0 { format!(" ({unknown} too old to train on: their features were no longer known)") } else { String::new() });
         for (job, features) in rows {
             let Some(label) = JobType::parse(&job) else { continue };
-            examples.push(Example { features, label, weight: USER_EXAMPLE_WEIGHT });
+            examples.push(Example { features, label, weight });
         }
     }
     let added = examples.len() - shipped;

@@ -111,14 +111,27 @@ pub struct Stats {
     /// The same over the last few ratings only (`RECENT_HALF_LIFE`), to notice a change.
     ratings_recent: f64,
     rating_quality_recent: f64,
+    /// The cell's rating count when `ratings_faded` was last brought up to date: evidence fades
+    /// with every rating of the job type, whichever backend it went to, so what is known of a
+    /// backend that stopped getting traffic ages and it is tried again in time.
+    seen_at: u64,
 }
 
 impl Stats {
-    fn add_rating(&mut self, rating: u8) {
+    /// The faded ratings and their quality sum as of the cell's rating count `clock`.
+    fn faded_at(&self, clock: u64) -> (f64, f64) {
+        let age = fade(QUALITY_HALF_LIFE).powf(clock.saturating_sub(self.seen_at) as f64);
+        (self.ratings_faded * age, self.rating_quality_faded * age)
+    }
+
+    /// A rating, the cell's `clock`-th.
+    fn add_rating(&mut self, rating: u8, clock: u64) {
         let q = rating_quality(rating);
-        let (f, r) = (fade(QUALITY_HALF_LIFE), fade(RECENT_HALF_LIFE));
-        self.ratings_faded = self.ratings_faded * f + 1.0;
-        self.rating_quality_faded = self.rating_quality_faded * f + q;
+        let r = fade(RECENT_HALF_LIFE);
+        let (n, sum) = self.faded_at(clock.saturating_sub(1));
+        self.ratings_faded = n * fade(QUALITY_HALF_LIFE) + 1.0;
+        self.rating_quality_faded = sum * fade(QUALITY_HALF_LIFE) + q;
+        self.seen_at = clock;
         self.ratings_recent = self.ratings_recent * r + 1.0;
         self.rating_quality_recent = self.rating_quality_recent * r + q;
         // The last ratings say something else than the long run: the backend changed, so the
@@ -273,6 +286,8 @@ type Table = HashMap<Cell, HashMap<String, HashMap<String, Stats>>>;
 
 pub struct Learner {
     table: RwLock<Table>,
+    /// Ratings per cell so far (what evidence fades by).
+    clock: RwLock<HashMap<Cell, u64>>,
     /// Recent requests by id, for POST /feedback, with when they were kept. Written on every
     /// answer: a sharded map with no housekeeping (moka's cost a few % of a busy gateway's CPU).
     served: quick_cache::sync::Cache<String, (Instant, Served)>,
@@ -287,6 +302,7 @@ impl Learner {
         let rng = seed.map_or_else(|| SmallRng::seed_from_u64(fastrand::u64(..)), SmallRng::seed_from_u64);
         Learner {
             table: RwLock::new(HashMap::new()),
+            clock: RwLock::new(HashMap::new()),
             // Older requests are looked up in the analytics file instead.
             served: quick_cache::sync::Cache::new(SERVED_KEPT),
             recent_choices: Mutex::new(HashMap::new()),
@@ -369,7 +385,13 @@ impl Learner {
         let table = read(&self.table);
         let find = |cell: Cell| table.get(&cell).and_then(|b| b.get(backend)).and_then(|m| m.get(model));
         let (stats, fine) = (find((job, None)), band.and_then(|b| find((job, Some(b)))));
-        let (alpha, beta) = quality_belief(prior.quality, stats, fine);
+        let clocks = read(&self.clock);
+        let now = |cell: Cell| clocks.get(&cell).copied().unwrap_or(0);
+        let faded = |s: Option<&Stats>, cell: Cell| s.map_or((0.0, 0.0), |s| s.faded_at(now(cell)));
+        let coarse = faded(stats, (job, None));
+        let banded = band.and_then(|b| fine.filter(|f| f.ratings > 0).map(|f| faded(Some(f), (job, Some(b)))));
+        drop(clocks);
+        let (alpha, beta) = quality_belief(prior.quality, coarse, banded);
         let quality = alpha / (alpha + beta);
         // Until this job type has a rating there is nothing to explore on: candidates keep the
         // configured order. From the first rating on, every candidate draws (an untried one from
@@ -452,13 +474,16 @@ impl Learner {
         let previous = served.rating.replace(rating);
         {
             let mut table = write(&self.table);
+            let mut clocks = write(&self.clock);
             let cells = [Some((served.job_type, None)), served.band.map(|b| (served.job_type, Some(b)))];
             for cell in cells.into_iter().flatten() {
+                let clock = clocks.entry(cell).or_default();
+                *clock += 1;
                 let s = table.entry(cell).or_default().entry(served.backend.clone()).or_default().entry(served.model.clone()).or_default();
                 if let Some(old) = previous {
                     s.remove_rating(old);
                 }
-                s.add_rating(rating);
+                s.add_rating(rating, *clock);
             }
         }
         self.served.insert(request_id.to_string(), (Instant::now(), served));
@@ -507,13 +532,12 @@ pub fn sort_rows(rows: &mut [StatRow]) {
 /// Beta(alpha, beta) over 0..1 quality: the prior as PRIOR_RATINGS pseudo-ratings, plus the
 /// job type's faded ratings; a band's own ratings on top of that belief (worth at most
 /// BAND_PRIOR_RATINGS), so the band follows the type until it has evidence of its own.
-fn quality_belief(prior: f64, stats: Option<&Stats>, band: Option<&Stats>) -> (f64, f64) {
+/// `type_evidence` and `band_evidence` are (faded ratings, faded quality sum).
+fn quality_belief(prior: f64, type_evidence: (f64, f64), band_evidence: Option<(f64, f64)>) -> (f64, f64) {
     let prior = prior.clamp(0.01, 0.99);
-    let faded = |s: Option<&Stats>| s.map_or((0.0, 0.0), |s| (s.ratings_faded, s.rating_quality_faded));
-    let (n, sum) = faded(stats);
+    let (n, sum) = type_evidence;
     let (alpha, beta) = (PRIOR_RATINGS * prior + sum, PRIOR_RATINGS * (1.0 - prior) + (n - sum));
-    let Some(band) = band.filter(|b| b.ratings > 0) else { return (alpha, beta) };
-    let (bn, bsum) = faded(Some(band));
+    let Some((bn, bsum)) = band_evidence else { return (alpha, beta) };
     let weight = (alpha + beta).min(BAND_PRIOR_RATINGS);
     let mean = alpha / (alpha + beta);
     (weight * mean + bsum, weight * (1.0 - mean) + (bn - bsum))
@@ -689,5 +713,21 @@ mod tests {
         l.rate("r", s, 4);
         l.served("r", served("a"));
         assert_eq!(l.lookup("r").unwrap().rating, Some(4));
+    }
+
+    #[test]
+    fn what_is_known_of_a_backend_ages_while_others_get_the_traffic() {
+        let l = Learner::new(Some(1));
+        for i in 0..10 {
+            l.rate(&format!("b{i}"), served("b"), 1);
+        }
+        let before = l.belief(JobType::CodeGeneration, "b", "m", PRIOR).quality;
+        assert!(before < 0.3, "{before}");
+        for i in 0..90 {
+            l.rate(&format!("a{i}"), served("a"), 5);
+        }
+        // Three half-lives of the job type's ratings later, b is back near its prior: worth trying.
+        let after = l.belief(JobType::CodeGeneration, "b", "m", PRIOR).quality;
+        assert!(after > 0.6, "{before} -> {after}");
     }
 }

@@ -62,6 +62,9 @@ enum ClassifierCommand {
         /// Where to write the fitted classifier (default: the policies folder's classifier.bin).
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
+        /// How many shipped prompts each of yours (and each correction) counts as.
+        #[arg(long, default_value_t = hermes::cli::USER_EXAMPLE_WEIGHT)]
+        weight: f32,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -180,9 +183,9 @@ fn main() -> ExitCode {
         }
         Command::Migrate(MigrateCommand::Rollback { url, config }) => hermes::cli::migrate_rollback(url, &config.sources()).map(|out| print!("{out}")),
         Command::Classifier(ClassifierCommand::Eval { data, misses, config }) => hermes::cli::classifier_eval(&data, misses, &config.sources()).map(|out| print!("{out}")),
-        Command::Classifier(ClassifierCommand::Train { data, from_db, db, out, config }) => {
+        Command::Classifier(ClassifierCommand::Train { data, from_db, db, out, weight, config }) => {
             let db = from_db.then(|| db.unwrap_or_else(|| hermes::cli::db_path(&config.sources())));
-            hermes::cli::classifier_train(&data, db, out, &config.sources()).map(|out| print!("{out}"))
+            hermes::cli::classifier_train(&data, db, out, weight, &config.sources()).map(|out| print!("{out}"))
         }
     };
     hermes::log_batch::flush();

@@ -131,9 +131,12 @@ pub fn stats_from_files(paths: &[impl AsRef<Path>]) -> Result<Vec<StatRow>, Stri
     Ok(Learner::seeded(None, merged.into_values().collect(), choices).table())
 }
 
+/// A job type a person gave, and the features the classifier read of that request.
+pub type Correction = (String, Vec<(u32, f32)>);
+
 /// The job-type corrections people posted (`classifier_corrections`), latest per request, as
 /// (job type, features); corrections whose features were no longer known are counted apart.
-pub fn corrections_from_file(path: &Path) -> Result<(Vec<(String, Vec<(u32, f32)>)>, usize), String> {
+pub fn corrections_from_file(path: &Path) -> Result<(Vec<Correction>, usize), String> {
     if !path.exists() {
         return Err(format!("{}: no such analytics file", path.display()));
     }

@@ -3,7 +3,7 @@
 //! and the policy vocabulary's hits), trained from labelled prompts.
 //!
 //! Hand-written rather than taken from linfa or smartcore: those fit dense matrices, and this model
-//! is 2^17 sparse hashed features wide; predicting must cost a few microseconds with no allocation
+//! is 2^18 sparse hashed features wide; predicting must cost a few microseconds with no allocation
 //! beyond the feature list. The whole model is a table of weights, one row of six per bucket.
 
 use super::JobType;
@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 /// Hashed feature buckets: 2^BITS rows of one weight per job type.
-const BITS: u32 = 17;
+const BITS: u32 = 18;
 const CLASSES: usize = JobType::ALL.len();
 /// How much of a long last turn is read: its start and its end (the ask sits at one of them
 /// when material is pasted), bounded so a 4 KiB prompt costs tens of microseconds, not hundreds.
@@ -100,7 +100,7 @@ fn bucket(h: u64) -> u32 {
 }
 
 /// The start and end of `text`, cut on character boundaries.
-fn window(text: &str, head: usize, tail: usize) -> (&str, &str) {
+pub fn window(text: &str, head: usize, tail: usize) -> (&str, &str) {
     if text.len() <= head + tail {
         return (text, "");
     }
@@ -339,10 +339,10 @@ impl Model {
                 let p = softmax(model_scores(&weights, &e.features));
                 let y = index(e.label);
                 for &(b, v) in &e.features {
-                    for c in 0..CLASSES {
+                    for (c, pc) in p.iter().enumerate() {
                         let k = b as usize * CLASSES + c;
                         let target = if c == y { 1.0 } else { 0.0 };
-                        let g = e.weight * (p[c] - target) * v + fit.l2 * weights[k];
+                        let g = e.weight * (pc - target) * v + fit.l2 * weights[k];
                         grad_sq[k] += g * g;
                         weights[k] -= fit.learning_rate * g / grad_sq[k].sqrt();
                     }
