@@ -1,7 +1,8 @@
 //! Hermes: an OpenAI-compatible LLM gateway.
 //!
 //! A request's way through: [`proxy`] (pingora glue) → [`dispatch`] (path, auth, body) →
-//! [`openai`] (checks) → [`route`] (who may answer, in which order) → [`backends`] (one adapter
+//! [`openai`] (checks) → [`classify`] (job type, from a model fitted to labelled prompts) →
+//! [`route`] (who may answer, in which order) → [`backends`] (one adapter
 //! per wire type, calling out through [`upstream`], pingora's connector) → back through [`dispatch`] (failover, streaming relay, accounting with [`sse`])
 //! → [`telemetry`] (metrics) and [`outcome`]: the [`learn`]er's statistics, which the next
 //! decision reads, and the [`analytics`] file (DuckDB). [`config`] turns `.env` and `policies/` into one checked `Config`;

@@ -361,15 +361,19 @@ fn tier(s: &Survivor, criteria: Criteria, min_quality: f64, drawn: bool) -> (boo
     (last, key)
 }
 
-/// Best on the criterion first, equals by weighted score, then configuration order: a total
+/// Best on the criterion first, equals by weighted score (in bands of `SCORE_BAND`, so that
+/// microseconds of measured latency do not reorder twins), then configuration order: a total
 /// order whatever the numbers (NaN included), as `sort_by` needs.
 fn rank_order(a: &Survivor, b: &Survivor, criteria: Criteria, min_quality: f64, drawn: bool) -> std::cmp::Ordering {
-    let score = |s: &Survivor| if drawn { s.drawn } else { s.score };
+    let score = |s: &Survivor| ((if drawn { s.drawn } else { s.score }) / SCORE_BAND).floor() as i64;
     tier(a, criteria, min_quality, drawn)
         .cmp(&tier(b, criteria, min_quality, drawn))
-        .then_with(|| score(b).total_cmp(&score(a)))
+        .then_with(|| score(b).cmp(&score(a)))
         .then_with(|| a.index.cmp(&b.index))
 }
+
+/// Weighted scores in the same band of this width are equal.
+const SCORE_BAND: f64 = 0.005;
 
 /// Among the leaders that tie on the criterion, spread the traffic.
 fn balance(pool: &mut [Survivor], criteria: Criteria, min_quality: f64, strategy: Balancing, settings: &Settings<'_>, offers: &[Offer<'_>], dice: &Dice) {
