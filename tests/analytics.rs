@@ -13,27 +13,6 @@ use std::time::Duration;
 
 const UPSTREAM_KEY: &str = "sk-upstream-NEVER-IN-THE-FILE-4242";
 
-fn sim(name: &str, model: &str, price_in: &str, price_out: &str) -> Vec<(String, String)> {
-    let p = format!("BACKEND_{}_", name.to_ascii_uppercase());
-    vec![
-        (format!("{p}TYPE"), "sim".into()),
-        (format!("{p}MODELS"), model.into()),
-        (format!("{p}PRICE_INPUT_PER_MTOK"), price_in.into()),
-        (format!("{p}PRICE_OUTPUT_PER_MTOK"), price_out.into()),
-        (format!("{p}QUALITY_SCORE"), "0.8".into()),
-        (format!("{p}SPEED_SCORE"), "0.8".into()),
-        (format!("{p}OUTPUT_TOKENS"), "40".into()),
-        // Answers at once: these tests are about what is recorded and learned, not timing.
-        (format!("{p}LATENCY_MS"), "0".into()),
-        (format!("{p}TOKENS_PER_SECOND"), "0".into()),
-    ]
-}
-
-fn env_of(pairs: Vec<(String, String)>) -> Vec<(&'static str, String)> {
-    // The harness takes &str names: leak these few test strings.
-    pairs.into_iter().map(|(k, v)| (&*Box::leak(k.into_boxed_str()), v)).collect()
-}
-
 fn feedback(h: &Hermes, id: &str, rating: serde_json::Value) -> common::CurlReply {
     post_json(&format!("{}/feedback", h.url()), None, &serde_json::json!({"request_id": id, "rating": rating, "comment": "test verdict"}).to_string())
 }
@@ -52,8 +31,8 @@ fn every_job_attempt_decision_and_rating_is_in_the_file() {
         ("BACKEND_BROKEN_MODELS".into(), "broken-model".into()),
         ("BACKEND_BROKEN_API_KEY".into(), UPSTREAM_KEY.into()),
     ];
-    pairs.extend(sim("steady", "steady-model", "0.5", "1.5"));
-    let mut h = Hermes::start(&env_of(pairs), &[]);
+    pairs.extend(common::sim_backend("steady", "steady-model", "0.5", "1.5"));
+    let mut h = Hermes::start(&common::env_of(pairs), &[]);
     let url = format!("{}/v1/chat/completions", h.url());
 
     // 150 plain answers, 30 streams, 10 bad bodies and 10 unknown models, from 6 clients at once.
@@ -159,8 +138,8 @@ fn kill_9_loses_at_most_the_last_second_and_content_is_kept_when_asked() {
         ("HERMES_LOG_CONTENT".into(), "true".into()),
         ("HERMES_DB_PATH".into(), db.display().to_string()),
     ];
-    pairs.extend(sim("steady", "steady-model", "0", "0"));
-    let env = env_of(pairs);
+    pairs.extend(common::sim_backend("steady", "steady-model", "0", "0"));
+    let env = common::env_of(pairs);
     let mut h = Hermes::start(&env, &[]);
     let url = format!("{}/v1/chat/completions", h.url());
     for i in 0..40 {
@@ -218,9 +197,9 @@ fn ratings_teach_the_router_and_the_lesson_survives_a_restart() {
             ("HERMES_RANDOM_SEED".into(), seed.to_string()),
             ("HERMES_DB_PATH".into(), db.display().to_string()),
         ];
-        pairs.extend(sim("twin_a", "twin-model", "0.5", "1.5"));
-        pairs.extend(sim("twin_b", "twin-model", "0.5", "1.5"));
-        env_of(pairs)
+        pairs.extend(common::sim_backend("twin_a", "twin-model", "0.5", "1.5"));
+        pairs.extend(common::sim_backend("twin_b", "twin-model", "0.5", "1.5"));
+        common::env_of(pairs)
     };
     let mut a_tried = 0;
     let mut replicas = Vec::new();

@@ -213,26 +213,6 @@ fn held_out_prompts(trained: &HashSet<String>) -> (Vec<Prompt>, LeftOut) {
     (out, left_out)
 }
 
-fn sim(name: &str, model: &str, price_in: &str, price_out: &str) -> Vec<(String, String)> {
-    let p = format!("BACKEND_{}_", name.to_ascii_uppercase());
-    vec![
-        (format!("{p}TYPE"), "sim".into()),
-        (format!("{p}MODELS"), model.into()),
-        (format!("{p}PRICE_INPUT_PER_MTOK"), price_in.into()),
-        (format!("{p}PRICE_OUTPUT_PER_MTOK"), price_out.into()),
-        // One prior for all: what each is really worth is hidden.
-        (format!("{p}QUALITY_SCORE"), "0.8".into()),
-        (format!("{p}SPEED_SCORE"), "0.8".into()),
-        (format!("{p}OUTPUT_TOKENS"), "40".into()),
-        (format!("{p}LATENCY_MS"), "0".into()),
-        (format!("{p}TOKENS_PER_SECOND"), "0".into()),
-    ]
-}
-
-fn env_of(pairs: Vec<(String, String)>) -> Vec<(&'static str, String)> {
-    // The harness takes &str names: leak these few test strings.
-    pairs.into_iter().map(|(k, v)| (&*Box::leak(k.into_boxed_str()), v)).collect()
-}
 
 /// A gateway over these sim backends: cost_first, HERMES_MIN_QUALITY_SCORE=0.85 (good enough = what the oracle calls good enough: within a few hundredths of the best), fixed dice.
 /// Implicit feedback is off: the simulated person's ratings are the only ones.
@@ -246,9 +226,9 @@ fn gateway(backends: &[(&str, &str, &str, &str)]) -> Hermes {
         ("HERMES_IMPLICIT_FEEDBACK".into(), "false".into()),
     ];
     for &(name, model, price_in, price_out) in backends {
-        pairs.extend(sim(name, model, price_in, price_out));
+        pairs.extend(common::sim_backend(name, model, price_in, price_out));
     }
-    Hermes::start(&env_of(pairs), &[])
+    Hermes::start(&common::env_of(pairs), &[])
 }
 
 /// What one answer said about itself.

@@ -281,3 +281,25 @@ pub fn serve_mock(app: axum::Router) -> (u16, tokio::runtime::Runtime) {
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
     (port, runtime)
 }
+
+/// A `sim` backend's variables: one quality and speed prior for all (0.8), answers at once.
+pub fn sim_backend(name: &str, model: &str, price_in: &str, price_out: &str) -> Vec<(String, String)> {
+    let p = format!("BACKEND_{}_", name.to_ascii_uppercase());
+    vec![
+        (format!("{p}TYPE"), "sim".into()),
+        (format!("{p}MODELS"), model.into()),
+        (format!("{p}PRICE_INPUT_PER_MTOK"), price_in.into()),
+        (format!("{p}PRICE_OUTPUT_PER_MTOK"), price_out.into()),
+        (format!("{p}QUALITY_SCORE"), "0.8".into()),
+        (format!("{p}SPEED_SCORE"), "0.8".into()),
+        (format!("{p}OUTPUT_TOKENS"), "40".into()),
+        // Answers at once: these tests are about what is recorded and learned, not timing.
+        (format!("{p}LATENCY_MS"), "0".into()),
+        (format!("{p}TOKENS_PER_SECOND"), "0".into()),
+    ]
+}
+
+/// The harness takes &str names: leak these few test strings.
+pub fn env_of(pairs: Vec<(String, String)>) -> Vec<(&'static str, String)> {
+    pairs.into_iter().map(|(k, v)| (&*Box::leak(k.into_boxed_str()), v)).collect()
+}
