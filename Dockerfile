@@ -9,6 +9,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
 COPY policies policies
+# The classifier's shipped corpus, compiled in (src/classify/corpus.rs).
+COPY tests/data/classify tests/data/classify
 RUN cargo build --release --bins
 
 FROM debian:bookworm-slim
