@@ -50,6 +50,11 @@ impl JobType {
         }
     }
 
+    /// Its place in `JobType::ALL` (and in every per-type array: likelihoods, weights, tallies).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn parse(s: &str) -> Option<JobType> {
         JobType::ALL.into_iter().find(|j| j.as_str() == s)
     }
@@ -191,10 +196,6 @@ impl Classifier {
     /// Labelled requests as training examples for this classifier's features.
     pub fn examples(&self, labelled: &[corpus::Labelled], weight: f32) -> Vec<Example> {
         labelled.iter().map(|l| Example { features: self.features(&l.request), label: l.label, weight }).collect()
-    }
-
-    pub fn model(&self) -> &Model {
-        &self.model
     }
 
     /// Scores text into `tally`, `weight` times each phrase's value.
@@ -424,6 +425,13 @@ mod tests {
 
     fn user(text: &str) -> serde_json::Value {
         serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]})
+    }
+
+    #[test]
+    fn a_job_types_index_is_its_place_in_all() {
+        for (i, j) in JobType::ALL.into_iter().enumerate() {
+            assert_eq!(j.index(), i);
+        }
     }
 
     #[test]

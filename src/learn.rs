@@ -359,7 +359,7 @@ impl Learner {
     /// likely type's. Types below `MIX_FLOOR` are left out (they cost a lookup and move little).
     pub fn estimate_mixed(&self, likelihood: &[f64; 6], job: JobType, band: Band, backend: &str, model: &str, prior: Priors) -> Estimate {
         let mut e = self.estimate(job, band, backend, model, prior);
-        let main = likelihood[JobType::ALL.iter().position(|j| *j == job).unwrap_or(5)];
+        let main = likelihood[job.index()];
         let (mut weight, mut quality, mut draw) = (main, main * e.quality, main * e.quality_draw);
         for (other, p) in JobType::ALL.iter().zip(likelihood) {
             if *other != job && *p >= MIX_FLOOR {

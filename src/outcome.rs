@@ -2,7 +2,6 @@
 //! story goes to the analytics writer (which never makes the request wait).
 
 use crate::analytics::record::{FeedbackRecord, JobRecord};
-use crate::learn::implicit::Complaint;
 use crate::gateway::Gateway;
 use crate::learn::{Band, Outcome, Served};
 use crate::proxy::Exchange;
@@ -17,7 +16,7 @@ pub fn implicit_feedback(gateway: &Gateway, request: &crate::openai::ApiRequest,
     let learner = gateway.learner();
     let Some(served) = learner.lookup(&earlier).filter(|s| s.rating.is_none()) else { return };
     learner.rate(&earlier, served, implicit.rating);
-    metrics::counter!("hermes_implicit_feedback_total", "reason" => if complaint == Complaint::AskedAgain { "asked_again" } else { "says_wrong" }).increment(1);
+    metrics::counter!("hermes_implicit_feedback_total", "reason" => complaint.reason()).increment(1);
     let record = FeedbackRecord { request_id: earlier, rating: Some(implicit.rating), comment: Some(complaint.as_str().to_string()), at: Some(SystemTime::now()), ..FeedbackRecord::default() };
     gateway.analytics().offer(crate::analytics::Event::Feedback(Box::new(record)));
 }

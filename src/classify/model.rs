@@ -285,10 +285,6 @@ impl Default for Fit {
     }
 }
 
-fn index(label: JobType) -> usize {
-    JobType::ALL.iter().position(|j| *j == label).unwrap_or(CLASSES - 1)
-}
-
 impl Model {
     /// Logits per job type.
     pub fn scores(&self, features: &[(u32, f32)]) -> [f32; CLASSES] {
@@ -337,7 +333,7 @@ impl Model {
             for &i in &order {
                 let e = examples[i];
                 let p = softmax(model_scores(&weights, &e.features));
-                let y = index(e.label);
+                let y = e.label.index();
                 for &(b, v) in &e.features {
                     for (c, pc) in p.iter().enumerate() {
                         let k = b as usize * CLASSES + c;
@@ -368,7 +364,7 @@ impl Model {
                 .iter()
                 .map(|e| {
                     let p = softmax(probe.scores(&e.features).map(|s| s / t));
-                    -p[index(e.label)].max(1e-6).ln()
+                    -p[e.label.index()].max(1e-6).ln()
                 })
                 .sum()
         };

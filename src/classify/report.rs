@@ -13,17 +13,13 @@ pub struct Report {
     pub misses: Vec<String>,
 }
 
-fn index(j: JobType) -> usize {
-    JobType::ALL.iter().position(|x| *x == j).unwrap_or(N - 1)
-}
-
 impl Report {
     pub fn measure(classifier: &Classifier, data: &[Labelled]) -> Report {
         let mut confusion = [[0u32; N]; N];
         let mut misses = Vec::new();
         for l in data {
             let got = classifier.classify(&l.request).job_type;
-            confusion[index(l.label)][index(got)] += 1;
+            confusion[l.label.index()][got.index()] += 1;
             if got != l.label {
                 let text: String = last_user_text(&l.request).chars().take(90).collect();
                 misses.push(format!("{} -> {}: {}", l.label.as_str(), got.as_str(), text.replace('\n', " ")));
@@ -43,13 +39,13 @@ impl Report {
 
     /// Recall of one type (None when the data has none of it).
     pub fn recall(&self, j: JobType) -> Option<f64> {
-        let i = index(j);
+        let i = j.index();
         let labelled: u32 = self.confusion[i].iter().sum();
         (labelled > 0).then(|| f64::from(self.confusion[i][i]) / f64::from(labelled))
     }
 
     pub fn precision(&self, j: JobType) -> Option<f64> {
-        let i = index(j);
+        let i = j.index();
         let predicted: u32 = (0..N).map(|r| self.confusion[r][i]).sum();
         (predicted > 0).then(|| f64::from(self.confusion[i][i]) / f64::from(predicted))
     }

@@ -36,6 +36,15 @@ pub enum Complaint {
 }
 
 impl Complaint {
+    /// The `reason` label of `hermes_implicit_feedback_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Complaint::SaysWrong => "says_wrong",
+            Complaint::AskedAgain => "asked_again",
+        }
+    }
+
+    /// What `feedback.comment` says.
     pub fn as_str(self) -> &'static str {
         match self {
             Complaint::SaysWrong => "implicit: the next turn said the answer was wrong",
