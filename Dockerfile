@@ -7,9 +7,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY talos talos
 COPY benches benches
 COPY policies policies
-# The classifier's shipped corpus, compiled in (src/classify/corpus.rs).
+# The classifier's shipped corpus, compiled in (src/decide/classify/corpus.rs).
 COPY tests/data/classify tests/data/classify
 RUN cargo build --release --bins
 

@@ -5,8 +5,8 @@
 #![allow(clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hermes::analytics::record::{AttemptRecord, JobRecord, SelectionRecord};
-use hermes::analytics::Analytics;
+use hermes::state::analytics::record::{AttemptRecord, JobRecord, SelectionRecord};
+use hermes::state::analytics::Analytics;
 use std::time::{Duration, Instant, SystemTime};
 
 fn job(n: u64) -> JobRecord {

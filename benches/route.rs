@@ -4,11 +4,11 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use hermes::config::{Config, Criteria, EnvSource, Policies};
-use hermes::gateway::Gateway;
-use hermes::openai::{parse_request, Endpoint};
-use hermes::route::Ask;
-use hermes::sse::SseScanner;
+use hermes::backends::sse::SseScanner;
+use hermes::decide::route::Ask;
+use hermes::doors::openai::{parse_request, Endpoint};
+use hermes::state::config::{Config, Criteria, EnvSource, Policies};
+use hermes::state::gateway::Gateway;
 
 fn gateway() -> std::sync::Arc<Gateway> {
     let env = EnvSource::from_pairs([
@@ -27,7 +27,7 @@ fn gateway() -> std::sync::Arc<Gateway> {
         ("BACKEND_CLAUDE_MODELS", "claude-3-5-sonnet-latest"),
     ]);
     let config = Config::from_env(&env, Policies::builtin(), false).expect("bench config");
-    let shared = hermes::gateway::Shared::ephemeral(&config);
+    let shared = hermes::state::gateway::Shared::ephemeral(&config);
     Gateway::new(config, shared).expect("bench gateway")
 }
 
@@ -58,14 +58,30 @@ fn bench(c: &mut Criterion) {
     c.bench_function("classify + choose (short chat)", |b| {
         b.iter(|| {
             let job = gw.classify(black_box(&short_req), "bench");
-            let ask = Ask { model: "auto", job: &job, criteria: Criteria::QualityFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
+            let ask = Ask {
+                model: "auto",
+                job: &job,
+                criteria: Criteria::QualityFirst,
+                criteria_requested: false,
+                budget_cents: 100.0,
+                local_only: false,
+                pinned: None,
+            };
             gw.decide(&ask).map(|d| d.candidates.len())
         })
     });
     c.bench_function(&format!("classify + choose (code review, {} KiB)", long.len() / 1024), |b| {
         b.iter(|| {
             let job = gw.classify(black_box(&long_req), "bench");
-            let ask = Ask { model: "auto", job: &job, criteria: Criteria::QualityFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
+            let ask = Ask {
+                model: "auto",
+                job: &job,
+                criteria: Criteria::QualityFirst,
+                criteria_requested: false,
+                budget_cents: 100.0,
+                local_only: false,
+                pinned: None,
+            };
             gw.decide(&ask).map(|d| d.candidates.len())
         })
     });
@@ -76,7 +92,9 @@ fn bench(c: &mut Criterion) {
         stream.push_str(chunk);
         stream.push_str("\n\n");
     }
-    stream.push_str("data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":200,\"total_tokens\":210}}\n\ndata: [DONE]\n\n");
+    stream.push_str(
+        "data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":200,\"total_tokens\":210}}\n\ndata: [DONE]\n\n",
+    );
     let pieces: Vec<&[u8]> = stream.as_bytes().chunks(256).collect();
     c.bench_function("sse scan (200-token stream, 256 B reads)", |b| {
         b.iter(|| {

@@ -1,43 +1,30 @@
-//! Hermes: an OpenAI-compatible LLM gateway.
+//! Hermes: an OpenAI-compatible LLM gateway. The modules, in the order a request travels:
 //!
-//! A request's way through: [`proxy`] (pingora glue) → [`dispatch`] (path, auth, body) →
-//! [`openai`] (checks) → [`classify`] (job type, from a model fitted to labelled prompts) →
-//! [`route`] (who may answer, in which order) → [`backends`] (one adapter
-//! per wire type, calling out through [`upstream`], pingora's connector) → back through [`dispatch`] (failover, streaming relay, accounting with [`sse`])
-//! → [`telemetry`] (metrics) and [`outcome`]: the [`learn`]er's statistics, which the next
-//! decision reads, and the [`analytics`] file (DuckDB). [`config`] turns `.env` and `policies/` into one checked `Config`;
-//! [`health`] keeps each backend's state (active checks and real traffic) and [`catalog`] the
-//! models each serves; [`server`] runs it all until SIGTERM. [`ollama`] translates Ollama's
-//! native API, for the `ollama` backend type and for [`talos`], the agent beside Ollama.
+//! - [`edge`]: the HTTP edge, the only code that names pingora's `Session`: the proxy hooks,
+//!   reading the request and writing the answer, and the table of paths.
+//! - [`doors`]: what a request looks like on the way in (OpenAI's chat and embeddings shapes),
+//!   checked before anything is spent on it; [`error`]: the one error a client can get.
+//! - [`pipeline`]: one request from admission to record: admit (auth, limits, hints), plan and
+//!   attempt (the failover loop), relay (whole answers and streams), record (metrics, learner,
+//!   analytics).
+//! - [`decide`]: the pure decisions: classify the job, find personal data, rank the backends,
+//!   retry or not, and scrub keys out of what upstreams send back.
+//! - [`backends`]: one adapter per wire format, the upstream connector (pingora's), the
+//!   translations (Ollama, Anthropic) and the SSE readers.
+//! - [`state`]: what lives beyond one request: the configuration, the gateway generation and its
+//!   health board, catalog, limits and cache, the learner, the analytics file and the metrics.
+//! - [`ops`]: operations beside the request path: the admin API's handlers and background
+//!   checks, steering, shadow traffic, comparisons, migrations, and the `hermes` subcommands.
+//! - [`server`] runs it all until SIGTERM. The Talos agent beside Ollama is a crate of its own (`talos/`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod admin;
-pub mod analytics;
 pub mod backends;
-pub mod cache;
-pub mod catalog;
-pub mod classify;
-pub mod cli;
-pub mod compare;
-pub mod config;
-pub mod dispatch;
-pub mod gateway;
-pub mod health;
-pub mod learn;
-pub mod limits;
-pub mod log_batch;
-pub mod migrate;
-pub mod ollama;
-pub mod openai;
-pub mod outcome;
-pub mod privacy;
-pub mod proxy;
-pub mod route;
+pub mod decide;
+pub mod doors;
+pub mod edge;
+pub mod error;
+pub mod ops;
+pub mod pipeline;
 pub mod server;
-pub mod shadow;
-pub mod sse;
-pub mod steering;
-pub mod talos;
-pub mod telemetry;
-pub mod upstream;
+pub mod state;

@@ -3,8 +3,8 @@
 //! moves traffic, `classifier` measures and fits the job-type classifier.
 
 use clap::{Args, Parser, Subcommand};
-use hermes::config::{Config, Sources};
-use hermes::gateway::Live;
+use hermes::state::config::{Config, Sources};
+use hermes::state::gateway::Live;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,7 +63,7 @@ enum ClassifierCommand {
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
         /// How many shipped prompts each of yours (and each correction) counts as.
-        #[arg(long, default_value_t = hermes::cli::USER_EXAMPLE_WEIGHT)]
+        #[arg(long, default_value_t = hermes::ops::cli::USER_EXAMPLE_WEIGHT)]
         weight: f32,
         #[command(flatten)]
         config: ConfigArgs,
@@ -165,30 +165,38 @@ impl ConfigArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn"),
-    )
-    .target(hermes::log_batch::target())
-    .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn"))
+        .target(hermes::ops::log_batch::target())
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(hermes::server::run),
-        Command::CheckConfig(args) => args.load().map(|c| print!("{}", c.describe())),
-        Command::Stats(args) => hermes::cli::stats(args.db, args.url, args.json, &args.config.sources()).map(|out| print!("{out}")),
-        Command::Compare(args) => hermes::cli::compare(&args.prompt, &args.backends, args.url, &args.config.sources()).map(|out| print!("{out}")),
-        Command::Migrate(MigrateCommand::Plan(m)) => hermes::cli::migrate_plan(&m.from, &m.to, &m.strategy, &m.config.sources()).map(|out| print!("{out}")),
+        Command::CheckConfig(args) => args.load().and_then(|c| {
+            print!("{}", c.describe());
+            match c.unknown_vars.as_slice() {
+                [] => Ok(()),
+                unknown => Err(format!("unknown settings:\n  {}", unknown.join("\n  "))),
+            }
+        }),
+        Command::Stats(args) => hermes::ops::cli::stats(args.db, args.url, args.json, &args.config.sources()).map(|out| print!("{out}")),
+        Command::Compare(args) => hermes::ops::cli::compare(&args.prompt, &args.backends, args.url, &args.config.sources()).map(|out| print!("{out}")),
+        Command::Migrate(MigrateCommand::Plan(m)) => {
+            hermes::ops::cli::migrate_plan(&m.from, &m.to, &m.strategy, &m.config.sources()).map(|out| print!("{out}"))
+        }
         Command::Migrate(MigrateCommand::Apply { migration: m, url, stage_seconds, margin }) => {
             let stage = std::time::Duration::from_secs_f64(stage_seconds.max(0.0));
-            hermes::cli::migrate_apply(&m.from, &m.to, &m.strategy, url, stage, margin, &m.config.sources()).map(|out| print!("{out}"))
+            hermes::ops::cli::migrate_apply(&m.from, &m.to, &m.strategy, url, stage, margin, &m.config.sources()).map(|out| print!("{out}"))
         }
-        Command::Migrate(MigrateCommand::Rollback { url, config }) => hermes::cli::migrate_rollback(url, &config.sources()).map(|out| print!("{out}")),
-        Command::Classifier(ClassifierCommand::Eval { data, misses, config }) => hermes::cli::classifier_eval(&data, misses, &config.sources()).map(|out| print!("{out}")),
+        Command::Migrate(MigrateCommand::Rollback { url, config }) => hermes::ops::cli::migrate_rollback(url, &config.sources()).map(|out| print!("{out}")),
+        Command::Classifier(ClassifierCommand::Eval { data, misses, config }) => {
+            hermes::ops::cli::classifier_eval(&data, misses, &config.sources()).map(|out| print!("{out}"))
+        }
         Command::Classifier(ClassifierCommand::Train { data, from_db, db, out, weight, config }) => {
-            let db = from_db.then(|| db.unwrap_or_else(|| hermes::cli::db_path(&config.sources())));
-            hermes::cli::classifier_train(&data, db, out, weight, &config.sources()).map(|out| print!("{out}"))
+            let db = from_db.then(|| db.unwrap_or_else(|| hermes::ops::cli::db_path(&config.sources())));
+            hermes::ops::cli::classifier_train(&data, db, out, weight, &config.sources()).map(|out| print!("{out}"))
         }
     };
-    hermes::log_batch::flush();
+    hermes::ops::log_batch::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,8 +2,8 @@
 //! accepting, lets in-flight requests finish (at most HERMES_SHUTDOWN_GRACE_SECONDS) and exits 0
 //! as soon as they have (analytics flushed), rather than pingora's fixed upgrade grace period.
 
-use crate::gateway::Live;
-use crate::proxy::HermesProxy;
+use crate::edge::HermesProxy;
+use crate::state::gateway::Live;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions, DEFAULT_L4_WRITE_BUFFER_SIZE};
@@ -21,7 +21,7 @@ pub fn run(live: Arc<Live>) -> Result<(), String> {
     let listen = gateway.config.listen.clone();
     // Fail with a clear line rather than a panic deep inside pingora.
     std::net::TcpListener::bind(&listen).map_err(|e| format!("HERMES_LISTEN: cannot listen on {listen}: {e}"))?;
-    crate::telemetry::install();
+    crate::state::telemetry::install();
     let grace = gateway.config.shutdown_grace;
 
     let conf = ServerConf {
@@ -46,8 +46,14 @@ pub fn run(live: Arc<Live>) -> Result<(), String> {
     }
     service.add_listener(endpoint);
     server.add_service(service);
-    server.add_service(pingora::services::background::background_service("health checks", crate::health::Checker(live.clone())));
+    server.add_service(pingora::services::background::background_service("health checks", crate::ops::checks::Checker(live.clone())));
     let scheme = if gateway.config.tls.is_some() { "https" } else { "http" };
+    for unknown in &gateway.config.unknown_vars {
+        log::warn!("{unknown}; it is ignored (`hermes check-config` fails on it)");
+    }
+    if gateway.config.admin_key.is_none() {
+        log::warn!("HERMES_ADMIN_KEY is unset: /admin is open to every client on this machine's loopback (behind a reverse proxy on the same host, that is everyone). Set HERMES_ADMIN_KEY.");
+    }
     log::info!("hermes listening on {scheme}://{listen} with {} backend(s)", gateway.config.backends.len());
     server.run(RunArgs { shutdown_signal: Box::new(GracefulStop { live, grace }) });
     Ok(())
@@ -61,9 +67,7 @@ struct GracefulStop {
 #[async_trait]
 impl ShutdownSignalWatch for GracefulStop {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-        else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
             return std::future::pending().await;
         };
         loop {
@@ -90,12 +94,22 @@ impl ShutdownSignalWatch for GracefulStop {
             }
             // Whatever the grace left, the analytics get a moment of their own: nothing accepted is lost.
             let flush_within = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(2));
-            if !gateway.flush_analytics(flush_within) {
-                log::warn!("analytics were not fully written within {flush_within:?}");
+            let flushed = gateway.flush_analytics(flush_within);
+            if !flushed {
+                log::error!(
+                    "analytics were not fully written within {flush_within:?}: {} record(s) still queued are lost",
+                    gateway.current().analytics().queued()
+                );
             }
-            log::info!("hermes stopped");
-            crate::log_batch::flush();
-            std::process::exit(0);
+            let lost = gateway.current().analytics().lost();
+            if lost > 0 {
+                log::error!("{lost} accepted record(s) were not written to the analytics file (see the errors above)");
+            }
+            let clean = flushed && lost == 0 && left == 0;
+            log::info!("hermes stopped{}", if clean { "" } else { " with losses" });
+            crate::ops::log_batch::flush();
+            // Non-zero so that a supervisor or a deploy script sees what was lost.
+            std::process::exit(if clean { 0 } else { 1 });
         });
         ShutdownSignal::GracefulTerminate
     }

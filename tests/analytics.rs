@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::mock::{Mode, MockUpstream};
+use common::mock::{MockUpstream, Mode};
 use common::{chat_body, curl, duck, duck_number, post_json, scratch_dir, Hermes};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -79,7 +79,11 @@ fn every_job_attempt_decision_and_rating_is_in_the_file() {
     assert_eq!(feedback(&h, answered[0], 4.into()).status, 200);
     ratings.insert(answered[0].to_string(), 4);
     // Bad ratings are refused in OpenAI's shape and change nothing.
-    for (id, rating, status, param) in [(answered[1], serde_json::json!(7), 400, "rating"), (answered[1], serde_json::json!(2.5), 400, "rating"), ("req_nope", serde_json::json!(3), 404, "request_id")] {
+    for (id, rating, status, param) in [
+        (answered[1], serde_json::json!(7), 400, "rating"),
+        (answered[1], serde_json::json!(2.5), 400, "rating"),
+        ("req_nope", serde_json::json!(3), 404, "request_id"),
+    ] {
         let r = feedback(&h, id, rating);
         assert_eq!(r.status, status, "{}", r.body);
         assert_eq!(r.json()["error"]["param"], param);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::mock::{Mode, MockUpstream};
+use common::mock::{MockUpstream, Mode};
 use common::mock_anthropic::{self, MockAnthropic};
 use common::mock_ollama::MockOllama;
 use common::*;
@@ -158,12 +158,8 @@ fn every_backend_type_answers_through_the_openai_sdk() {
     assert_eq!(output_tokens(), before + 9, "the mock reports 9 output tokens");
 
     // Discovered models join the configured ones; /admin/backends shows them all healthy.
-    let models: Vec<String> = curl(&[&format!("{}/v1/models", hermes.url())]).json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
+    let models: Vec<String> =
+        curl(&[&format!("{}/v1/models", hermes.url())]).json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     for m in ["llama3.1:8b", "qwen2.5-coder:7b", "claude-3-5-haiku-latest", "openrouter-model", "gpt-5"] {
         assert!(models.iter().any(|x| x == m), "{m} missing from {models:?}");
     }
@@ -235,7 +231,7 @@ fn install_script_checks_ollama_installs_and_starts_talos() {
     let run = |ollama: &str| {
         Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/install_talos.sh"))
             .env("OLLAMA_HOST", ollama)
-            .env("TALOS_BINARY", env!("CARGO_BIN_EXE_talos"))
+            .env("TALOS_BINARY", talos_binary())
             .env("TALOS_PREFIX", root.join("prefix"))
             .env("TALOS_CONF_DIR", root.join("etc"))
             .env("TALOS_SYSTEMD", "no")

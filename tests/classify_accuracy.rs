@@ -12,7 +12,10 @@ use common::{hermes_once, post_json, scratch_dir, Hermes};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-const CORPUS: [&str; 18] = ["corpus-a", "corpus-b", "corpus-c", "corpus-d", "corpus-e", "corpus-f", "corpus-g", "corpus-h", "corpus-i", "corpus-j", "corpus-k", "corpus-l", "corpus-m", "corpus-n", "corpus-o", "corpus-p", "corpus-q", "corpus-r"];
+const CORPUS: [&str; 18] = [
+    "corpus-a", "corpus-b", "corpus-c", "corpus-d", "corpus-e", "corpus-f", "corpus-g", "corpus-h", "corpus-i", "corpus-j", "corpus-k", "corpus-l", "corpus-m",
+    "corpus-n", "corpus-o", "corpus-p", "corpus-q", "corpus-r",
+];
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/classify").join(format!("{name}.jsonl"))
@@ -75,10 +78,9 @@ fn eval(file: &Path, policies: Option<&Path>) -> Eval {
     Eval { accuracy, recalls, table }
 }
 
-/// The issue's targets are accuracy >= 90% and every recall >= 80%; this code reaches less (see
-/// the README), so these floors are what it reaches, kept so that a change for the worse fails.
-const FLOOR_ACCURACY: f64 = 0.86;
-const FLOOR_RECALL: f64 = 0.75;
+/// The issue's targets, asserted: accuracy >= 90% and every recall >= 80% on the held-out split.
+const FLOOR_ACCURACY: f64 = 0.90;
+const FLOOR_RECALL: f64 = 0.80;
 
 #[test]
 fn held_out_accuracy_and_every_types_recall_hold() {
@@ -110,7 +112,15 @@ fn the_corpus_is_varied_as_promised() {
     let short = count(&|r| last_user(r).split_whitespace().count() <= 6);
     let non_ascii = count(&|r| last_user(r).chars().filter(|c| c.is_alphabetic() && !c.is_ascii()).count() > 3);
     println!("{} prompts: {system} with a system prompt, {multi} multi-turn, {tools} with tools, {json} JSON mode, {long} long, {short} short, {non_ascii} in non-Latin or accented scripts", rows.len());
-    for (what, n, at_least) in [("system", system, 150), ("multi-turn", multi, 150), ("tools", tools, 50), ("json", json, 30), ("long", long, 60), ("short", short, 200), ("non-English", non_ascii, 600)] {
+    for (what, n, at_least) in [
+        ("system", system, 150),
+        ("multi-turn", multi, 150),
+        ("tools", tools, 50),
+        ("json", json, 30),
+        ("long", long, 60),
+        ("short", short, 200),
+        ("non-English", non_ascii, 600),
+    ] {
         assert!(n >= at_least, "{what}: {n} < {at_least}");
     }
     // The same last turn twice would sit in one half of the split only, but say nothing new.
@@ -192,8 +202,8 @@ fn sixty_prompts_of_a_users_domain_are_learned_and_the_rest_is_kept() {
     );
     // What it does hold to: the traffic it was taught is classified as taught...
     assert!(after.2.accuracy >= 0.95 && after.2.accuracy > before.2.accuracy, "the taught prompts were not learned");
-    // ...the rest of the domain does not get worse by more than a prompt or two...
-    assert!(after.0.accuracy >= before.0.accuracy - 0.05, "the domain's other prompts got worse");
+    // ...the domain's prompts it was not taught are classified better too...
+    assert!(after.0.accuracy > before.0.accuracy, "the domain's other prompts did not get better");
     // ...and general accuracy does not drop by more than a few points.
     assert!(after.1.accuracy >= before.1.accuracy - 0.03, "general accuracy fell by more than 3 points");
 
@@ -228,7 +238,11 @@ fn a_persons_correction_is_stored_without_the_text_and_trained_on() {
         assert_eq!(fb.json()["trainable"], true);
     }
     // A type that does not exist is the client's error, in OpenAI's shape.
-    let bad = post_json(&format!("{}/feedback", h.url()), None, &serde_json::json!({"request_id": first.header("x-hermes-request-id").unwrap(), "job_type": "poetry"}).to_string());
+    let bad = post_json(
+        &format!("{}/feedback", h.url()),
+        None,
+        &serde_json::json!({"request_id": first.header("x-hermes-request-id").unwrap(), "job_type": "poetry"}).to_string(),
+    );
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert_eq!(bad.json()["error"]["param"], "job_type");
     h.stop();
@@ -254,15 +268,15 @@ fn a_persons_correction_is_stored_without_the_text_and_trained_on() {
 #[test]
 #[ignore]
 fn cross_validate_on_the_training_split() {
-    use hermes::classify::model::{Fit, Model};
-    use hermes::classify::report::Report;
-    use hermes::classify::{corpus, Classifier, Weights};
+    use hermes::decide::classify::model::{Fit, Model};
+    use hermes::decide::classify::report::Report;
+    use hermes::decide::classify::{corpus, Classifier, Weights};
     let mut fit = Fit::default();
     if let Ok(s) = std::env::var("HERMES_FIT") {
         let v: Vec<f64> = s.split(',').map(|x| x.parse().unwrap()).collect();
         fit = Fit { epochs: v[0] as usize, learning_rate: v[1] as f32, l2: v[2] as f32, ..fit };
     }
-    let vocab = hermes::config::Policies::builtin().vocabulary;
+    let vocab = hermes::state::config::Policies::builtin().vocabulary;
     let base = Classifier::new(&vocab, Weights::Shipped).unwrap();
     let train = corpus::training();
     let fold = |l: &corpus::Labelled| fnv1a(&format!("fold:{}", corpus::last_user_text(&l.request))) % 5;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::mock::{Mode, MockUpstream};
+use common::mock::{MockUpstream, Mode};
 use common::*;
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -106,7 +106,8 @@ fn every_dashboard_query_runs_against_real_prometheus() {
             };
             post_json(&chat, None, &body);
         }
-        let refused = curl(&[&chat, "-H", "x-hermes-budget-cents: 0.0000001", "-H", "content-type: application/json", "--data-binary", &chat_body("gpt-4o", "hi")]);
+        let refused =
+            curl(&[&chat, "-H", "x-hermes-budget-cents: 0.0000001", "-H", "content-type: application/json", "--data-binary", &chat_body("gpt-4o", "hi")]);
         assert!(refused.status == 402 || refused.status == 429, "{}", refused.body);
         std::thread::sleep(Duration::from_secs(if wave == 0 { 3 } else { 4 }));
     }
@@ -129,7 +130,11 @@ fn every_dashboard_query_runs_against_real_prometheus() {
                 ran += 1;
                 let has_data = v["data"]["result"].as_array().is_some_and(|r| !r.is_empty());
                 let name = format!("{file}/{}", p["title"].as_str().unwrap());
-                if has_data { with_data.push(name) } else { empty.push(name) }
+                if has_data {
+                    with_data.push(name)
+                } else {
+                    empty.push(name)
+                }
             }
         }
     }
@@ -157,7 +162,8 @@ fn every_dashboard_query_runs_against_real_prometheus() {
         ("hermes_analytics_dropped_total", &["reason"]),
         ("hermes_analytics_rows_written_total", &[]),
     ] {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
+        let line =
+            metrics.lines().find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
         for label in labels {
             assert!(line.contains(&format!("{label}=\"")), "{name} lacks label {label}: {line}");
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::mock::{stream_events, Mode, MockUpstream};
+use common::mock::{stream_events, MockUpstream, Mode};
 use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -128,14 +128,30 @@ fn bad_requests_get_openai_shaped_errors_and_the_gateway_stays_up() {
     let big = scratch_dir("big").join("big.json");
     let filler = "x".repeat(2_100_000);
     std::fs::write(&big, chat_body("gpt-4o-mini", &filler)).unwrap();
-    let r = curl(&[&chat, "-H", &format!("Authorization: Bearer {CLIENT_KEY}"), "-H", "content-type: application/json", "--data-binary", &format!("@{}", big.display())]);
+    let r = curl(&[
+        &chat,
+        "-H",
+        &format!("Authorization: Bearer {CLIENT_KEY}"),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", big.display()),
+    ]);
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (413, Some("request_too_large")));
 
     // A 1 MiB request (far past pingora's 64 KiB retry buffer) arrives whole, also after a failover.
     let filler = "y".repeat(1 << 20);
     let body = chat_body("shared-model", &filler);
     std::fs::write(&big, &body).unwrap();
-    let r = curl(&[&chat, "-H", &format!("Authorization: Bearer {CLIENT_KEY}"), "-H", "content-type: application/json", "--data-binary", &format!("@{}", big.display())]);
+    let r = curl(&[
+        &chat,
+        "-H",
+        &format!("Authorization: Bearer {CLIENT_KEY}"),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &format!("@{}", big.display()),
+    ]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-hermes-attempts"), Some("2"));
     assert_eq!(broken.calls().last().unwrap().body.len(), body.len());
@@ -417,9 +433,9 @@ fn reload_swaps_backends_without_dropping_a_request_and_refuses_bad_configuratio
     assert!(back_to_a.is_some(), "{}", hermes.log());
 }
 
-/// An upstream that answers the first request on each connection, then reads the next one and
-/// hangs up without a word: a keep-alive connection closed by the server's idle timeout just as
-/// it was reused. Returns its port and how many connections it has accepted.
+/// An upstream that answers the first request on each connection and closes it 50 ms later (its
+/// idle timeout), before any next request: a pooled connection that is dead when reused. Returns
+/// its port and how many connections it has accepted.
 fn one_answer_per_connection() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -453,8 +469,8 @@ fn one_answer_per_connection() -> (u16, std::sync::Arc<std::sync::atomic::Atomic
                 let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1732000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fresh"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
                 let mut out = &stream;
                 let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                let _ = read_request(&mut reader);
-                // Dropping the stream closes the connection with the second request unanswered.
+                // An idle timeout: the connection is closed before any second request is read.
+                std::thread::sleep(std::time::Duration::from_millis(50));
             });
         }
     });
@@ -477,10 +493,13 @@ fn a_pooled_connection_the_upstream_closed_is_retried_on_a_fresh_one() {
     );
     let chat = format!("{}/v1/chat/completions", hermes.url());
     for n in 1..=3 {
+        // After the upstream's idle timeout: the pooled connection is already closed.
+        std::thread::sleep(std::time::Duration::from_millis(150));
         let r = post_json(&chat, None, &chat_body("m", "hi"));
         assert_eq!((r.status, r.header("x-hermes-attempts")), (200, Some("1")), "request {n}: {}", r.body);
         assert_eq!(r.json()["choices"][0]["message"]["content"], "fresh");
     }
-    // Requests 2 and 3 each met a connection closed under them and were sent again on a new one.
+    // Requests 2 and 3 each found their pooled connection closed before it was used, and went on
+    // a new one (a request the upstream read and then dropped is not sent again: tests/hardening.rs).
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

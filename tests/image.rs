@@ -72,10 +72,11 @@ fn the_runtime_stage_promises_what_the_binaries_do() {
     // The binaries copied from the build stage are the package's binaries.
     let copies = all(&stage, "COPY");
     let from_build = copies.iter().find(|c| c.starts_with("--from=build")).unwrap();
-    let cargo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
-    for bin in ["hermes", "talos"] {
+    // hermes is this package's binary, talos the workspace member's (talos/Cargo.toml).
+    for (bin, manifest) in [("hermes", "Cargo.toml"), ("talos", "talos/Cargo.toml")] {
+        let cargo = std::fs::read_to_string(format!("{}/{manifest}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(from_build.contains(&format!("/src/target/release/{bin}")), "{from_build}");
-        assert!(cargo.contains(&format!("name = \"{bin}\"")), "Cargo.toml builds {bin}");
+        assert!(cargo.contains(&format!("name = \"{bin}\"")), "{manifest} builds {bin}");
     }
     let bin_dir = words(from_build).last().unwrap().clone();
     assert_eq!(words(one(&stage, "ENTRYPOINT")), vec!["hermes"]);
@@ -105,10 +106,8 @@ fn the_runtime_stage_promises_what_the_binaries_do() {
     let bins = inside(&root, &bin_dir);
     std::fs::create_dir_all(&bins).unwrap();
     for bin in ["hermes", "talos"] {
-        let from = match bin {
-            "hermes" => env!("CARGO_BIN_EXE_hermes"),
-            _ => env!("CARGO_BIN_EXE_talos"),
-        };
+        // talos is the workspace's other binary, built beside hermes.
+        let from = std::path::Path::new(env!("CARGO_BIN_EXE_hermes")).with_file_name(bin);
         std::fs::copy(from, bins.join(bin)).unwrap();
     }
     let policies = inside(&root, &policies_at);
@@ -171,7 +170,12 @@ fn the_runtime_stage_promises_what_the_binaries_do() {
 
     // talos: TALOS_PORT as the image sets it (our own port here).
     let talos_port = free_port();
-    let mut talos = run_as(&bins.join("talos")).env("TALOS_PORT", talos_port.to_string()).env("TALOS_BIND", "127.0.0.1").env("OLLAMA_HOST", "http://127.0.0.1:9").spawn().unwrap();
+    let mut talos = run_as(&bins.join("talos"))
+        .env("TALOS_PORT", talos_port.to_string())
+        .env("TALOS_BIND", "127.0.0.1")
+        .env("OLLAMA_HOST", "http://127.0.0.1:9")
+        .spawn()
+        .unwrap();
     up(talos_port);
     let r = curl(&[&format!("http://127.0.0.1:{talos_port}/health")]);
     assert!(r.json()["status"].is_string(), "{}", r.body);

@@ -213,7 +213,6 @@ fn held_out_prompts(trained: &HashSet<String>) -> (Vec<Prompt>, LeftOut) {
     (out, left_out)
 }
 
-
 /// A gateway over these sim backends: cost_first, HERMES_MIN_QUALITY_SCORE=0.85 (good enough = what the oracle calls good enough: within a few hundredths of the best), fixed dice.
 /// Implicit feedback is off: the simulated person's ratings are the only ones.
 fn gateway(backends: &[(&str, &str, &str, &str)]) -> Hermes {
@@ -315,7 +314,8 @@ fn score(name: &'static str, jobs: &[Job], choose: impl Fn(&Job) -> (usize, f64)
 fn the_learned_router_against_fixed_policies_on_held_out_prompts() {
     let started = Instant::now();
     // What the built-in classifier trains on: none of it may be scored here.
-    let trained: HashSet<String> = hermes::classify::corpus::training().iter().map(|l| hermes::classify::corpus::last_user_text(&l.request)).collect();
+    let trained: HashSet<String> =
+        hermes::decide::classify::corpus::training().iter().map(|l| hermes::decide::classify::corpus::last_user_text(&l.request)).collect();
     let (prompts, left_out) = held_out_prompts(&trained);
     assert!(prompts.len() >= 300, "{} held-out prompts ({left_out:?} left out)", prompts.len());
 
@@ -428,7 +428,9 @@ fn the_learned_router_against_fixed_policies_on_held_out_prompts() {
         let p = &prompts[j.prompt];
         by_kind.entry((p.label.as_str(), p.band)).or_default()[j.learned] += 1;
     }
-    eprintln!("\nWhere the learned router sent each true kind:\n\n| true job type | band | jobs | local / mid / premium | oracle's pick |\n|---|---|---|---|---|");
+    eprintln!(
+        "\nWhere the learned router sent each true kind:\n\n| true job type | band | jobs | local / mid / premium | oracle's pick |\n|---|---|---|---|---|"
+    );
     for ((label, band), n) in &by_kind {
         let pick = BACKENDS[oracle(&hidden_quality(label, *band))];
         eprintln!("| {label} | {} | {} | {} / {} / {} | {pick} |", band.as_str(), n.iter().sum::<usize>(), n[0], n[1], n[2]);
@@ -437,7 +439,8 @@ fn the_learned_router_against_fixed_policies_on_held_out_prompts() {
     eprintln!("\nclassified as their true label: {agree} of {} ({:.1}%)", jobs.len(), 100.0 * agree as f64 / jobs.len() as f64);
 
     // Before the drift: simple code in phase 1's second half, and where it went.
-    let late_code: Vec<&Job> = jobs[jobs.len() / 2..].iter().filter(|j| prompts[j.prompt].label == "code_generation" && prompts[j.prompt].band == Band::Simple).collect();
+    let late_code: Vec<&Job> =
+        jobs[jobs.len() / 2..].iter().filter(|j| prompts[j.prompt].label == "code_generation" && prompts[j.prompt].band == Band::Simple).collect();
     let late_local = late_code.iter().filter(|j| j.learned == LOCAL).count();
     eprintln!("before the swap: {late_local} of {} simple code jobs in phase 1's second half went to local", late_code.len());
 
@@ -523,7 +526,11 @@ fn the_learned_router_against_fixed_policies_on_held_out_prompts() {
         (format!("learned cost <= 50% of always-premium's: {:.1}%", 100.0 * cost_share), cost_share <= 0.5),
         (format!("gap between always-cheapest and the oracle recovered >= 80%: {:.1}%", 100.0 * recovered), recovered >= 0.8),
         (
-            format!("after the swap, >= 90% of 50 jobs on {} within 100 jobs: {}", BACKENDS[better], settled.map_or(format!("no (jobs 100-150: {:.0}%)", 100.0 * drift_last_share), |k| format!("from job {k}"))),
+            format!(
+                "after the swap, >= 90% of 50 jobs on {} within 100 jobs: {}",
+                BACKENDS[better],
+                settled.map_or(format!("no (jobs 100-150: {:.0}%)", 100.0 * drift_last_share), |k| format!("from job {k}"))
+            ),
             settled.is_some(),
         ),
         (format!("a backend rated 1 once is not locked out (>= 8 of 40): {to_a}"), to_a >= 8),

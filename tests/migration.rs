@@ -60,9 +60,9 @@ impl Clients {
         self.seen.lock().unwrap().len()
     }
 
-    /// Requests seen since `mark`, less one per client (a request already under way then).
+    /// Requests that finished after `mark`.
     fn since(&self, mark: usize) -> Vec<(u16, String)> {
-        self.seen.lock().unwrap()[mark..].iter().skip(2).cloned().collect()
+        self.seen.lock().unwrap()[mark..].to_vec()
     }
 
     fn finish(self) -> Vec<(u16, String)> {
@@ -97,7 +97,14 @@ fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
     let plan = hermes_once(BACKENDS, &["migrate", "plan", "--from", "old", "--to", "new", "--strategy", "gradual_migration"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(plan.status.success(), "{text}{}", String::from_utf8_lossy(&plan.stderr));
-    for action in ["enable_parallel_backends", "route_10_percent_to_new", "monitor_and_validate", "increase_traffic_50_percent", "complete_cutover", "disable_old_backend"] {
+    for action in [
+        "enable_parallel_backends",
+        "route_10_percent_to_new",
+        "monitor_and_validate",
+        "increase_traffic_50_percent",
+        "complete_cutover",
+        "disable_old_backend",
+    ] {
         assert!(text.contains(action), "{text}");
     }
     assert!(text.contains("sim") && text.contains("old-model"), "{text}");
@@ -115,6 +122,7 @@ fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
     let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
     assert!(ok, "{out}");
     assert_eq!(out.matches("passed").count(), 2, "{out}");
+    // Once the command says done, nothing reaches old: not even a request under way then.
     let mark = clients.mark();
     settle();
     let after = clients.since(mark);
@@ -163,11 +171,32 @@ fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
         q[0],
         vec![
             serde_json::json!(["gradual_migration", "flaky", 3, 0, 1]),
-            serde_json::json!(["gradual_migration", "new", 7, 2, 0]),
+            serde_json::json!(["gradual_migration", "new", 8, 2, 0]),
             serde_json::json!(["immediate_cutover", "new", 5, 1, 0]),
             serde_json::json!(["parallel_testing", "new", 3, 0, 0]),
         ]
     );
     assert_eq!(q[1][0][0], 3, "two rollbacks asked for, one after the failed check");
     assert!(q[2][0][0].as_str().unwrap().contains("\"new\":0.1"), "{:?}", q[2]);
+}
+
+#[test]
+fn a_stage_is_judged_on_what_it_saw_not_on_the_backends_history() {
+    let env: Vec<(&str, String)> = BACKENDS.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let h = Hermes::start(&env, &[]);
+    let clients = Clients::start(format!("{}/v1/chat/completions", h.url()));
+    settle();
+    // `new` earns a long, clean history.
+    let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(migrate(&h, &["rollback"]).0);
+    // Then it degrades: most of its answers fail from now on (.env is read on reload).
+    std::fs::write(h.dir.join(".env"), "BACKEND_NEW_FAILURE_RATE=0.7\n").unwrap();
+    let r = common::curl(&["-X", "POST", &format!("{}/admin/reload", h.url())]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
+    assert!(!ok && out.contains("error rate") && out.contains("rolled back"), "a stage where new failed most answers does not pass on its history: {out}");
+    let seen = clients.finish();
+    assert!(seen.iter().all(|(s, _)| *s == 200), "failover kept every client answered");
 }

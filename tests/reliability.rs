@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::mock::{Mode, MockUpstream};
+use common::mock::{MockUpstream, Mode};
 use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -142,7 +142,15 @@ fn tls_on_the_listener_serves_https_with_the_given_certificate() {
     let h = Hermes::start(&env, &[]);
     let https = format!("https://127.0.0.1:{}", h.port);
     let cacert = ca.display().to_string();
-    let r = curl(&["--cacert", &cacert, &format!("{https}/v1/chat/completions"), "-H", "content-type: application/json", "--data-binary", &chat_body("auto", "hello over TLS")]);
+    let r = curl(&[
+        "--cacert",
+        &cacert,
+        &format!("{https}/v1/chat/completions"),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &chat_body("auto", "hello over TLS"),
+    ]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-hermes-backend"), Some("sim"));
     // A client that does not trust the certificate is refused by curl itself; plain HTTP gets no answer.
@@ -185,10 +193,7 @@ fn tls_on_the_listener_serves_https_with_the_given_certificate() {
 #[test]
 fn oversized_headers_get_400_and_the_gateway_stays_up() {
     let h = Hermes::start(&[("HERMES_BACKENDS_ENABLED", "sim".into()), ("BACKEND_SIM_TYPE", "sim".into())], &[]);
-    for head in [
-        (0..300).map(|i| format!("x-h{i}: v\r\n")).collect::<String>(),
-        format!("x-big: {}\r\n", "x".repeat(2 << 20)),
-    ] {
+    for head in [(0..300).map(|i| format!("x-h{i}: v\r\n")).collect::<String>(), format!("x-big: {}\r\n", "x".repeat(2 << 20))] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", h.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = s.write_all(format!("GET /v1/models HTTP/1.1\r\nHost: x\r\n{head}\r\n").as_bytes());

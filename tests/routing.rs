@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::mock::{Mode, MockUpstream};
+use common::mock::{MockUpstream, Mode};
 use common::*;
 use std::process::Command;
 use std::time::Duration;

@@ -23,11 +23,8 @@ const STREAM_BODY: &str = r#"{"model":"bench-model","stream":true,"messages":[{"
 /// LOADGEN_AUTH, when set, goes out as a bearer key (the LiteLLM proxy insists on one).
 fn request(host: &str, body: &str) -> Vec<u8> {
     let auth = std::env::var("LOADGEN_AUTH").map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
 }
 
 /// One response read off a keep-alive connection: status, and when each body piece arrived.
@@ -304,7 +301,9 @@ async fn stream(conn: &mut TcpStream, gap: Duration, events: usize) -> std::io::
             tokio::time::sleep(gap).await;
         }
         let delta = if i == 0 { r#"{"role":"assistant","content":"Hel"}"# } else { r#"{"content":"lo"}"# };
-        let data = format!(r#"{{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1732000000,"model":"bench-model","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":null}}]}}"#);
+        let data = format!(
+            r#"{{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1732000000,"model":"bench-model","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":null}}]}}"#
+        );
         conn.write_all(&chunk(&data)).await?;
     }
     let usage = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1732000000,"model":"bench-model","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}"#;

@@ -9,7 +9,7 @@ pub fn assert_openai_sse(out: &[u8]) {
         }
         let json = event
             .strip_prefix("data: ")
-            .or_else(|| event.strip_prefix(hermes::sse::USAGE_COMMENT))
+            .or_else(|| event.strip_prefix(hermes::backends::sse::USAGE_COMMENT))
             .unwrap_or_else(|| panic!("not an event: {event:?}"));
         let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json:?}"));
         assert!(v.is_object());

@@ -1,7 +1,7 @@
 //! Ollama's NDJSON, cut anywhere, must become the same well-formed OpenAI SSE, or an error.
 #![no_main]
 
-use hermes::ollama::NdjsonToSse;
+use hermes::backends::ollama_wire::NdjsonToSse;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]

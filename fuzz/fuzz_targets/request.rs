@@ -2,8 +2,8 @@
 //! the checks, the classifier, and the translation to each backend's wire format.
 #![no_main]
 
-use hermes::classify::{parse_vocabulary, Classifier};
-use hermes::openai::{parse_request, Endpoint};
+use hermes::decide::classify::{parse_vocabulary, Classifier};
+use hermes::doors::openai::{parse_request, Endpoint};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -11,7 +11,7 @@ fn classifier() -> &'static Classifier {
     static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
     CLASSIFIER.get_or_init(|| {
         let vocabulary = parse_vocabulary(include_str!("../../policies/classify.toml")).expect("shipped vocabulary");
-        Classifier::new(&vocabulary, hermes::classify::Weights::Shipped).expect("shipped vocabulary")
+        Classifier::new(&vocabulary, hermes::decide::classify::Weights::Shipped).expect("shipped vocabulary")
     })
 }
 
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             let renamed = request.body_for(&original, "other-model");
             let again: serde_json::Value = serde_json::from_slice(&renamed).expect("re-encoded body is JSON");
             assert_eq!(again["model"], "other-model");
-            let _ = hermes::ollama::chat_request(&request.body, "m", request.stream);
+            let _ = hermes::backends::ollama_wire::chat_request(&request.body, "m", request.stream);
             let _ = hermes::backends::anthropic::messages_request(&request.body, "m", request.stream);
         }
     }

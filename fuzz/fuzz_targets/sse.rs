@@ -2,7 +2,7 @@
 //! splitter must see the same thing however the bytes arrive.
 #![no_main]
 
-use hermes::sse::{EventSplitter, SseScanner};
+use hermes::backends::sse::{EventSplitter, SseScanner};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,11 +2,12 @@
 //! ways: system prompt, roles, images, tools and tool results, stop sequences, streaming events,
 //! usage and stop reasons.
 
-use super::{json_reply, model_ids, translated_stream, AttemptError, Backend, Call, Reply};
-use crate::config::BackendConfig;
-use crate::openai::ApiError;
-use crate::sse::EventSplitter;
-use crate::upstream::{Api, Upstream};
+use super::reply::{json_reply, translated_stream, AttemptError, Reply};
+use super::{model_ids, Backend, Call};
+use crate::backends::sse::EventSplitter;
+use crate::backends::upstream::{Api, Upstream};
+use crate::error::ApiError;
+use crate::state::config::BackendConfig;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ impl Backend for Anthropic {
     }
 
     async fn send(&self, call: Call<'_>) -> Result<Reply, AttemptError> {
-        if call.request.endpoint != crate::openai::Endpoint::ChatCompletions {
+        if call.request.endpoint != crate::doors::openai::Endpoint::ChatCompletions {
             let e = ApiError::bad_request("Anthropic backends serve chat completions only, not embeddings.", Some("model"));
             return Ok(json_reply(400, e.to_value()));
         }
@@ -203,7 +204,7 @@ pub fn chat_response(msg: &Value) -> Value {
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant", "content": text});
+    let mut message = json!({"role": "assistant", "content": text, "refusal": null});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
@@ -216,12 +217,7 @@ pub fn chat_response(msg: &Value) -> Value {
 /// Anthropic's error body (`{"type":"error","error":{"type","message"}}`) in OpenAI's shape.
 pub fn error(status: u16, v: &Value) -> ApiError {
     let message = v["error"]["message"].as_str().unwrap_or("the Anthropic API refused the request");
-    let mut e = if status >= 500 { ApiError::internal(format!("Anthropic: {message}")) } else { ApiError::bad_request(format!("Anthropic: {message}"), None) };
-    e.status = status;
-    if status == 404 {
-        e.code = Some("model_not_found");
-    }
-    e
+    ApiError::upstream(status, format!("Anthropic: {message}"))
 }
 
 /// Anthropic streaming events → OpenAI chunks, as they arrive.
@@ -293,7 +289,14 @@ impl StreamTranslator {
                 Some("message_delta") => {
                     let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
                     self.chunk(json!({}), Some(finish_reason(v["delta"]["stop_reason"].as_str())), &mut out);
-                    crate::ollama::usage_event(&self.id, &self.model, self.created, self.include_usage, usage(self.input_tokens, output), &mut out);
+                    crate::backends::ollama_wire::usage_event(
+                        &self.id,
+                        &self.model,
+                        self.created,
+                        self.include_usage,
+                        usage(self.input_tokens, output),
+                        &mut out,
+                    );
                 }
                 Some("message_stop") => out.extend_from_slice(b"data: [DONE]\n\n"),
                 Some("error") => return Err(format!("Anthropic: {}", v["error"]["message"].as_str().unwrap_or("stream error"))),
@@ -379,7 +382,7 @@ mod tests {
         assert_eq!(r["choices"][0]["finish_reason"], "length");
         assert_eq!(r["usage"]["total_tokens"], 7);
         let e = error(529, &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
-        assert_eq!(e.status, 529);
-        assert!(e.message.contains("Overloaded"));
+        assert_eq!(e.status(), 529);
+        assert!(e.message().contains("Overloaded"));
     }
 }

@@ -1,11 +1,12 @@
 //! `ollama`: Ollama's native API directly (`/api/chat`, `/api/embed`, `/api/tags`), translated
-//! to and from OpenAI's by `crate::ollama`.
+//! to and from OpenAI's by `crate::backends::ollama_wire`.
 
-use super::{json_reply, now_secs, translated_stream, AttemptError, Backend, Call, Reply};
-use crate::config::BackendConfig;
-use crate::ollama::{self as wire, NdjsonToSse};
-use crate::openai::Endpoint;
-use crate::upstream::{Api, Upstream};
+use super::reply::{json_reply, translated_stream, AttemptError, Reply};
+use super::{now_secs, Backend, Call};
+use crate::backends::ollama_wire::{self as wire, NdjsonToSse};
+use crate::backends::upstream::{Api, Upstream};
+use crate::doors::openai::Endpoint;
+use crate::state::config::BackendConfig;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -1,9 +1,10 @@
 //! Backends that speak OpenAI's API themselves: OpenAI, OpenRouter, Talos, vLLM, llama.cpp, TGI.
 //! The client's bytes go through as they are; only the key and routing headers are added.
 
-use super::{model_ids, AttemptError, Backend, Call, Reply};
-use crate::config::{BackendConfig, BackendKind};
-use crate::upstream::{Api, Upstream};
+use super::reply::{AttemptError, Reply};
+use super::{model_ids, Backend, Call};
+use crate::backends::upstream::{Api, Upstream};
+use crate::state::config::{BackendConfig, BackendKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;

@@ -1,9 +1,10 @@
 //! `sim`: an OpenAI-compatible backend inside Hermes. Latency, speed, failures and price come
 //! from configuration; every answer says it is simulated. Used by `--demo`, tests and benches.
 
-use super::{json_reply, now_secs, Backend, BodyStream, Call, Reply, AttemptError};
-use crate::config::{BackendConfig, SimSettings};
-use crate::openai::Endpoint;
+use super::reply::{json_reply, AttemptError, BodyStream, Reply};
+use super::{now_secs, Backend, Call};
+use crate::doors::openai::Endpoint;
+use crate::state::config::{BackendConfig, SimSettings};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
@@ -18,13 +19,8 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(config: BackendConfig) -> Sim {
-        let settings = config.sim.clone().unwrap_or(SimSettings {
-            latency: Duration::ZERO,
-            tokens_per_second: 0.0,
-            failure_rate: 0.0,
-            output_tokens: 24,
-            seed: None,
-        });
+        let settings =
+            config.sim.clone().unwrap_or(SimSettings { latency: Duration::ZERO, tokens_per_second: 0.0, failure_rate: 0.0, output_tokens: 24, seed: None });
         let rng = settings.seed.map(fastrand::Rng::with_seed).unwrap_or_default();
         Sim { config, settings, rng: Mutex::new(rng) }
     }
@@ -36,11 +32,7 @@ impl Sim {
 
     fn answer_words(&self, model: &str, prompt: &str, max: u32) -> Vec<String> {
         let echo: Vec<&str> = prompt.split_whitespace().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
-        let intro = format!(
-            "[simulated] Hermes sim backend {} ({model}) answers; no model ran. You wrote: {}",
-            self.config.name,
-            echo.join(" ")
-        );
+        let intro = format!("[simulated] Hermes sim backend {} ({model}) answers; no model ran. You wrote: {}", self.config.name, echo.join(" "));
         let filler = ["the", "gateway", "routes", "this", "job", "by", "cost", "quality", "and", "speed"];
         let mut words: Vec<String> = intro.split(' ').map(str::to_string).collect();
         let mut i = 0;
@@ -89,17 +81,25 @@ impl Backend for Sim {
         let prompt_tokens = estimate_tokens(&prompt);
         let model = call.model.to_string();
         if call.request.endpoint == Endpoint::Embeddings {
-            let vector: Vec<f64> = (0..8).map(|i| ((id >> (i * 8)) & 0xff) as f64 / 255.0 - 0.5).collect();
+            // One embedding per input, as OpenAI answers: a string is one input, an array of
+            // strings (or of token arrays) one per item.
+            let inputs = match call.request.body.get("input") {
+                Some(serde_json::Value::Array(items)) if items.iter().all(|i| !i.is_number()) => items.len(),
+                _ => 1,
+            };
+            let data: Vec<serde_json::Value> = (0..inputs)
+                .map(|n| {
+                    let seed = id.rotate_left(n as u32 * 7);
+                    let vector: Vec<f64> = (0..8).map(|i| ((seed >> (i * 8)) & 0xff) as f64 / 255.0 - 0.5).collect();
+                    json!({"object": "embedding", "index": n, "embedding": vector})
+                })
+                .collect();
             return Ok(json_reply(
                 200,
-                json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}], "model": model,
-                       "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}),
+                json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}),
             ));
         }
-        let requested = ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| call.request.body.get(*k).and_then(|v| v.as_u64()))
-            .unwrap_or(u64::MAX);
+        let requested = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| call.request.body.get(*k).and_then(|v| v.as_u64())).unwrap_or(u64::MAX);
         let max = (self.settings.output_tokens as u64).min(requested).max(1) as u32;
         let words = self.answer_words(&model, &prompt, max);
         let completion_tokens = words.len() as u64;
@@ -114,7 +114,7 @@ impl Backend for Sim {
                 200,
                 json!({"id": chat_id, "object": "chat.completion", "created": created, "model": model,
                        "system_fingerprint": "hermes-sim",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "logprobs": null, "finish_reason": "stop"}],
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat(), "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
                        "usage": usage}),
             ));
         }
@@ -125,7 +125,7 @@ impl Backend for Sim {
                            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
             Bytes::from(format!("data: {v}\n\n"))
         };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        let mut events = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), None)];
         events.extend(words.iter().map(|w| chunk(json!({"content": w}), None)));
         events.push(chunk(json!({}), Some("stop")));
         if call.request.include_usage() {
@@ -144,6 +144,6 @@ impl Backend for Sim {
         }));
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
-        Ok(Reply { status: 200, headers, body })
+        Ok(Reply { status: 200, headers, body, limit: usize::MAX })
     }
 }

@@ -2,9 +2,10 @@
 //! OpenAI-compatible adapter; health and models come from Talos's own `/health`.
 
 use super::openai_compat::{self, OpenAiCompat};
-use super::{AttemptError, Backend, Call, Reply};
-use crate::config::BackendConfig;
-use crate::upstream::{Api, Upstream};
+use super::reply::{AttemptError, Reply};
+use super::{Backend, Call};
+use crate::backends::upstream::{Api, Upstream};
+use crate::state::config::BackendConfig;
 use async_trait::async_trait;
 use std::sync::Arc;
 

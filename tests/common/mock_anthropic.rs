@@ -68,7 +68,10 @@ async fn messages(State(state): State<Arc<AnthropicState>>, headers: HeaderMap, 
     }
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut events = vec![
-        event("message_start", json!({"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 21, "output_tokens": 1}}})),
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 21, "output_tokens": 1}}}),
+        ),
         event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
         event("ping", json!({"type": "ping"})),
     ];
@@ -76,7 +79,10 @@ async fn messages(State(state): State<Arc<AnthropicState>>, headers: HeaderMap, 
         events.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
     }
     events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-    events.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 9}})));
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+    ));
     events.push(event("message_stop", json!({"type": "message_stop"})));
     let stream = futures_util::stream::iter(events.into_iter().map(|e| Ok::<_, std::io::Error>(Bytes::from(e))));
     Response::builder().header("content-type", "text/event-stream; charset=utf-8").body(Body::from_stream(stream)).unwrap()

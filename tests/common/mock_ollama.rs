@@ -31,11 +31,7 @@ pub fn answer_words(messages: usize) -> Vec<String> {
 impl MockOllama {
     pub fn start() -> MockOllama {
         let state = Arc::new(OllamaState { chats: Mutex::new(Vec::new()) });
-        let app = Router::new()
-            .route("/api/tags", get(tags))
-            .route("/api/chat", post(chat))
-            .route("/api/embed", post(embed))
-            .with_state(state.clone());
+        let app = Router::new().route("/api/tags", get(tags)).route("/api/chat", post(chat)).route("/api/embed", post(embed)).with_state(state.clone());
         let (port, runtime) = super::serve_mock(app);
         MockOllama { port, state, _runtime: runtime }
     }
@@ -52,10 +48,12 @@ impl MockOllama {
 async fn tags() -> Json<Value> {
     let models: Vec<Value> = MODELS
         .iter()
-        .map(|m| json!({"name": m, "model": m, "modified_at": "2024-07-22T20:33:28.123648Z", "size": 4_661_224_676u64,
+        .map(|m| {
+            json!({"name": m, "model": m, "modified_at": "2024-07-22T20:33:28.123648Z", "size": 4_661_224_676u64,
                         "digest": "365c0bd3c000a25d28ddbf732fe1c6add414de7275464c4e4d1c3b5fcb5d8ad1",
                         "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-                                    "parameter_size": "8.0B", "quantization_level": "Q4_0"}}))
+                                    "parameter_size": "8.0B", "quantization_level": "Q4_0"}})
+        })
         .collect();
     Json(json!({"models": models}))
 }

@@ -29,7 +29,9 @@ impl Hermes {
     }
 
     pub fn try_start(env: &[(&str, String)], args: &[&str]) -> Result<Hermes, String> {
-        let port = free_port();
+        // The port is the test's when it sets HERMES_LISTEN itself (`[::]:PORT`, say).
+        let listen = env.iter().find(|(k, _)| *k == "HERMES_LISTEN").map(|(_, v)| v.clone());
+        let port = listen.as_deref().and_then(|l| l.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or_else(free_port);
         let dir = scratch_dir("hermes");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes"));
         cmd.arg("serve").args(args).current_dir(&dir);
@@ -159,10 +161,7 @@ pub fn curl(args: &[&str]) -> CurlReply {
             rest = body;
             continue;
         }
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
         return CurlReply { status, headers, body: body.to_string() };
     }
 }
@@ -195,6 +194,11 @@ fn python_with(module: &str, package: &str) -> PathBuf {
     python
 }
 
+/// A Python venv with `jsonschema` (for tests/py/validate_openai.py).
+pub fn python_with_jsonschema() -> PathBuf {
+    python_with("jsonschema", "jsonschema>=4.20")
+}
+
 /// A Python venv with the official `openai` package.
 pub fn python_with_openai() -> PathBuf {
     python_with("openai", "openai>=1.40")
@@ -219,6 +223,11 @@ pub fn chat_body(model: &str, text: &str) -> String {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string()
 }
 
+/// The `talos` binary, a member of this workspace built beside `hermes`.
+pub fn talos_binary() -> PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_hermes")).with_file_name("talos")
+}
+
 /// A running `talos` agent, killed when dropped.
 pub struct TalosAgent {
     pub port: u16,
@@ -229,7 +238,7 @@ pub struct TalosAgent {
 impl TalosAgent {
     pub fn start(ollama_url: &str, port: u16, token: Option<&str>) -> TalosAgent {
         let dir = scratch_dir("talos");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_talos"));
+        let mut cmd = Command::new(talos_binary());
         cmd.current_dir(&dir).env("OLLAMA_HOST", ollama_url).env("TALOS_PORT", port.to_string()).env("TALOS_BIND", "127.0.0.1");
         cmd.env_remove("TALOS_TOKEN");
         if let Some(t) = token {

@@ -1,0 +1,91 @@
+//! The paths Hermes answers: the API calls go to the pipeline, Hermes's own endpoints to the
+//! operator handlers (`ops::admin`), anything else is 404 or 405 in OpenAI's shape.
+
+use crate::doors::openai::Endpoint;
+use crate::error::ApiError;
+use crate::ops::admin;
+use crate::pipeline::answer::{response_head, send_error, send_json, send_whole};
+use crate::pipeline::exchange::Exchange;
+use crate::pipeline::{admit, attempt, Downstream};
+use crate::state::gateway::{Gateway, Live};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an operator endpoint answers with.
+enum Answer {
+    Json(serde_json::Value),
+    Bytes(Bytes, &'static str),
+}
+
+/// Every path Hermes knows, for the 405 on a wrong method.
+const PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/health",
+    "/metrics",
+    "/feedback",
+    "/admin/backends",
+    "/admin/reload",
+    "/admin/stats",
+    "/admin/compare",
+    "/admin/migration",
+];
+
+pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut D, ex: &mut Exchange) {
+    let (method, path) = (down.method().to_string(), down.path().to_string());
+    let answered: Result<Answer, ApiError> = match (method.as_str(), path.as_str()) {
+        ("POST", "/v1/chat/completions") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions).await,
+        ("POST", "/v1/embeddings") => return attempt::serve(gateway, down, ex, Endpoint::Embeddings).await,
+        ("GET", "/health") => Ok(Answer::Json(admin::health(gateway))),
+        ("GET", "/metrics") => Ok(Answer::Bytes(admin::metrics(gateway), "text/plain; version=0.0.4; charset=utf-8")),
+        ("GET", "/v1/models") => match admit::authorize(gateway, down) {
+            Ok(()) => Ok(Answer::Bytes(admin::models(gateway).await, "application/json")),
+            Err(e) => Err(e),
+        },
+        ("POST", "/feedback") => match admit::authorize(gateway, down) {
+            Ok(()) => match small_body(down).await {
+                Ok(body) => admin::rate(gateway, &body).await.map(Answer::Json),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        ("GET", "/admin/backends")
+        | ("POST", "/admin/reload")
+        | ("GET", "/admin/stats")
+        | ("POST", "/admin/compare")
+        | ("GET", "/admin/migration")
+        | ("POST", "/admin/migration") => operator(gateway, live, down, &method, &path).await,
+        (_, p) if PATHS.contains(&p) => Err(ApiError::method_not_allowed(&method, &path)),
+        _ => Err(ApiError::unknown_path(&method, &path)),
+    };
+    match answered {
+        Ok(Answer::Json(v)) => send_json(gateway, down, ex, 200, Bytes::from(v.to_string())).await,
+        Ok(Answer::Bytes(body, content_type)) => {
+            let mut head = response_head(gateway, ex, 200);
+            head.set("content-type", content_type);
+            send_whole(down, ex, head, body).await;
+        }
+        Err(e) => send_error(gateway, down, ex, &e).await,
+    }
+}
+
+/// `/admin/*`: HERMES_ADMIN_KEY, or loopback while it is unset.
+async fn operator<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut D, method: &str, path: &str) -> Result<Answer, ApiError> {
+    admin::authorize(gateway, down.bearer(), down.peer_ip())?;
+    Ok(Answer::Json(match (method, path) {
+        ("POST", "/admin/reload") => admin::reload(live)?,
+        ("GET", "/admin/stats") => admin::stats(gateway),
+        ("POST", "/admin/compare") => admin::compare(gateway, &small_body(down).await?).await?,
+        ("GET", "/admin/migration") => admin::migration(gateway),
+        ("POST", "/admin/migration") => admin::steer(gateway, &small_body(down).await?)?,
+        _ => admin::backends(gateway),
+    }))
+}
+
+/// The small JSON object an operator endpoint takes.
+async fn small_body<D: Downstream>(down: &mut D) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let raw = down.read_body(64 * 1024, Duration::from_secs(10)).await?;
+    admin::object(&raw)
+}

@@ -1,0 +1,90 @@
+//! pingora's session as the pipeline's [`Downstream`]: the one place that reads the request and
+//! writes the answer on the wire.
+
+use crate::error::ApiError;
+use crate::pipeline::{Downstream, Head};
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::time::Duration;
+
+impl Downstream for Session {
+    fn method(&self) -> &str {
+        self.req_header().method.as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.req_header().uri.path()
+    }
+
+    fn headers(&self, name: &str) -> http::header::GetAll<'_, http::HeaderValue> {
+        self.req_header().headers.get_all(name)
+    }
+
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    }
+
+    async fn read_body(&mut self, limit: usize, within: Duration) -> Result<Bytes, ApiError> {
+        read_body(self, limit, within).await
+    }
+
+    async fn write_head(&mut self, head: Head, end: bool) -> bool {
+        let Ok(mut h) = ResponseHeader::build(head.status, Some(head.headers.len())) else { return false };
+        // A name is given once for all the values that follow it.
+        let mut last: Option<http::HeaderName> = None;
+        for (name, value) in head.headers {
+            if let Some(n) = name {
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                let _ = h.append_header(n.clone(), value);
+            }
+        }
+        self.write_response_header(Box::new(h), end).await.is_ok()
+    }
+
+    async fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> bool {
+        self.write_response_body(chunk, end).await.is_ok()
+    }
+
+    fn close_after(&mut self) {
+        self.set_keepalive(None);
+    }
+
+    async fn gone(&mut self) {
+        // The body is read by now, so a read ends only when the client closes.
+        while self.downstream_session.read_body_or_idle(true).await.is_ok() {}
+    }
+}
+
+/// The request body, refused with 413 from Content-Length alone when it is too large.
+/// A client has `within` to send its whole body; one that trickles or stalls frees its slot.
+async fn read_body(session: &mut Session, limit: usize, within: Duration) -> Result<Bytes, ApiError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let declared = session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    let expects_continue = session.req_header().headers.get("expect").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        let _ = session.write_continue_response().await;
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    loop {
+        let Ok(read) = tokio::time::timeout_at(deadline, session.read_request_body()).await else {
+            session.set_keepalive(None);
+            return Err(ApiError::request_timeout(within));
+        };
+        match read {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::body_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(ApiError::bad_request("The request body could not be read.", None)),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Operations beside the request path: the admin API, active health checks, migrations
+//! (steering, shadow traffic, comparisons) and the `hermes` subcommands with their client for a
+//! running gateway.
+
+pub mod admin;
+pub mod checks;
+pub mod cli;
+pub mod compare;
+pub mod log_batch;
+pub mod migrate;
+pub mod remote;
+pub mod shadow;
+pub mod steering;

@@ -1,0 +1,86 @@
+//! Admission: the client's key, its rate limit, and the routing hints it sent. Anything wrong
+//! here is answered before the body is read.
+
+use super::exchange::Exchange;
+use super::Downstream;
+use crate::error::ApiError;
+use crate::state::config::Criteria;
+use crate::state::gateway::Gateway;
+use crate::state::limits::ClientVerdict;
+
+/// `Authorization: Bearer <key>` against HERMES_API_KEYS; open when none are configured.
+pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<(), ApiError> {
+    let keys = &gateway.config.api_keys;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    match down.bearer() {
+        // Every key is compared, each in constant time.
+        Some(p) if keys.iter().fold(false, |found, k| k.matches(p) | found) => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// The per-request routing hints a client may send.
+pub struct Hints {
+    pub criteria: Option<Criteria>,
+    pub budget_cents: Option<f64>,
+    pub local_only: bool,
+    pub pinned: Option<String>,
+}
+
+pub fn hints<D: Downstream>(down: &D) -> Result<Hints, ApiError> {
+    let criteria = match hint(down, "x-hermes-criteria")? {
+        None => None,
+        Some(v) => Some(
+            Criteria::parse(&v)
+                .ok_or_else(|| ApiError::bad_request(format!("x-hermes-criteria: '{v}' is not cost_first, quality_first or speed_first."), None))?,
+        ),
+    };
+    let budget_cents = match hint(down, "x-hermes-budget-cents")? {
+        None => None,
+        Some(v) => Some(
+            v.parse::<f64>()
+                .ok()
+                .filter(|b| b.is_finite() && *b >= 0.0)
+                .ok_or_else(|| ApiError::bad_request(format!("x-hermes-budget-cents: '{v}' is not a number of cents."), None))?,
+        ),
+    };
+    let local_only = match hint(down, "x-hermes-privacy")?.as_deref() {
+        None => false,
+        Some("local") => true,
+        Some(v) => return Err(ApiError::bad_request(format!("x-hermes-privacy: '{v}' is not `local`."), None)),
+    };
+    Ok(Hints { criteria, budget_cents, local_only, pinned: hint(down, "x-hermes-backend")? })
+}
+
+/// A routing hint header, trimmed; one that is not readable text is refused rather than
+/// ignored (ignoring `x-hermes-privacy: local` would send the request to a paid remote backend).
+pub fn hint<D: Downstream>(down: &D, name: &str) -> Result<Option<String>, ApiError> {
+    let mut values = down.headers(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(format!("{name} is sent more than once."), None));
+    }
+    let text = value.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not readable: only visible ASCII is allowed in a hint."), None))?;
+    Ok(Some(text.trim().to_string()).filter(|s| !s.is_empty()))
+}
+
+/// HERMES_CLIENT_RATE_LIMIT, per client key (per address when the gateway is open).
+pub fn client_limit<D: Downstream>(gateway: &Gateway, down: &D, ex: &mut Exchange) -> Result<(), ApiError> {
+    // Keyed by client key; on an open gateway any token would do, so by address instead.
+    let address = || down.peer_ip().map(|ip| ip.to_string()).unwrap_or_default();
+    let key = if gateway.config.api_keys.is_empty() { address() } else { down.bearer().map(str::to_string).unwrap_or_else(address) };
+    match gateway.limits.client(&key) {
+        ClientVerdict::Unlimited => Ok(()),
+        ClientVerdict::Allowed { limit, remaining } => {
+            ex.rate_limit = Some((limit, remaining));
+            Ok(())
+        }
+        ClientVerdict::Refused { limit, retry_after } => {
+            ex.rate_limit = Some((limit, 0));
+            metrics::counter!("hermes_rate_limited_total", "scope" => "client").increment(1);
+            Err(ApiError::rate_limited(format!("Rate limit of {limit} requests per minute reached for this client."), retry_after.as_secs_f64().ceil() as u64))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! What a finished request leaves behind: one log line and its metrics, the learner's
+//! statistics (at once), and the whole story for the analytics writer (which never makes the
+//! request wait).
+
+use super::exchange::Exchange;
+use crate::decide::classify::JobType;
+use crate::state::analytics::record::{FeedbackRecord, JobRecord};
+use crate::state::gateway::Gateway;
+use crate::state::learn::{Band, Outcome, Served};
+use crate::state::telemetry::{self, RequestRecord};
+use std::time::{Duration, SystemTime};
+
+/// A next turn that complains about the answer before it counts as a low rating of that answer,
+/// unless a person rated it already.
+pub fn implicit_feedback(gateway: &Gateway, request: &crate::doors::openai::ApiRequest, request_id: &str) {
+    let Some(implicit) = &gateway.implicit else { return };
+    let Some(messages) = request.body.get("messages").and_then(serde_json::Value::as_array) else { return };
+    let Some((earlier, complaint)) = implicit.observe(&gateway.shared.conversations, messages, request_id) else { return };
+    let learner = gateway.learner();
+    let Some(served) = learner.lookup(&earlier).filter(|s| s.rating.is_none()) else { return };
+    learner.rate(&earlier, served, implicit.rating);
+    metrics::counter!("hermes_implicit_feedback_total", "reason" => complaint.reason()).increment(1);
+    let record = FeedbackRecord {
+        request_id: earlier,
+        rating: Some(implicit.rating),
+        comment: Some(complaint.as_str().to_string()),
+        at: Some(SystemTime::now()),
+        ..FeedbackRecord::default()
+    };
+    gateway.analytics().offer(crate::state::analytics::Event::Feedback(Box::new(record)));
+}
+
+/// The end of a request (the edge's logging hook): API requests that were routed are logged,
+/// counted and remembered.
+pub fn finish(ex: &mut Exchange, method: &str, path: &str) {
+    let Some(gateway) = ex.in_flight.as_ref().map(|f| f.gateway().clone()) else { return };
+    if !ex.routed {
+        return;
+    }
+    let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
+    let total = ex.started.elapsed();
+    // One line per API request; never headers or bodies (keys, prompts).
+    log::info!(
+        "{} {method} {path} status={} backend={} model={:?} attempts={} ms={:.1}",
+        ex.request_id,
+        ex.status,
+        backend,
+        ex.model.as_deref().unwrap_or("-"),
+        ex.attempts,
+        total.as_secs_f64() * 1000.0
+    );
+    telemetry::record_request(&RequestRecord {
+        backend,
+        model: gateway.model_label(ex.model.as_deref()),
+        job_type: ex.job_type.map_or("none", JobType::as_str),
+        status: ex.status,
+        total,
+        overhead: total.saturating_sub(ex.upstream_time),
+        ttft: ex.ttft,
+        tokens: ex.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        cost_cents: ex.cost_cents,
+    });
+    remember(&gateway, ex, total);
+}
+
+fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
+    let learner = gateway.learner();
+    for a in &ex.tries {
+        gateway.shared.helm.attempted(&a.backend, a.success, a.elapsed.as_secs_f64() * 1000.0);
+    }
+    if let Some(job_type) = ex.job_type {
+        let last = ex.tries.len().saturating_sub(1);
+        for (n, a) in ex.tries.iter().enumerate() {
+            learner.record(&Outcome {
+                job_type,
+                backend: &a.backend,
+                // Only models the catalog knows become keys: a client cannot grow the table.
+                model: gateway.model_label(Some(&a.model)),
+                success: a.success,
+                latency: a.elapsed,
+                // Time to first token belongs to the try that streamed.
+                ttft: if n == last { a.ttft } else { None },
+                cost_cents: a.cost_cents,
+            });
+        }
+    }
+    let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.clone());
+    let answered = (200..300).contains(&ex.status);
+    let served = match (answered, ex.job_type, &backend, &ex.model) {
+        (true, Some(job_type), Some(b), Some(m)) => Some(Served::new(job_type, ex.complexity.map(Band::of), b, gateway.model_label(Some(m)))),
+        _ => None,
+    };
+    gateway.analytics().record(JobRecord {
+        request_id: ex.request_id.clone(),
+        at: SystemTime::now().checked_sub(total),
+        endpoint: ex.endpoint,
+        model_requested: ex.model_requested.take(),
+        job_type: ex.job_type.map(|j| j.as_str()),
+        complexity: ex.complexity,
+        criteria: ex.selection.as_ref().map(|s| s.criteria),
+        stream: ex.stream,
+        status: ex.status,
+        backend,
+        model_used: ex.model.clone(),
+        total,
+        ttft: ex.ttft,
+        overhead: total.saturating_sub(ex.upstream_time),
+        prompt_tokens: ex.usage.map(|u| u.prompt_tokens),
+        completion_tokens: ex.usage.map(|u| u.completion_tokens),
+        cost_cents: ex.cost_cents,
+        cache_hit: ex.cache_hit,
+        error: ex.error.take(),
+        prompt: ex.prompt.take(),
+        response: ex.answer.take(),
+        attempts: std::mem::take(&mut ex.tries),
+        selection: ex.selection.take(),
+    });
+    // After the record is queued, so a rating that follows finds its rows in the file.
+    if let Some(s) = served {
+        learner.served(&ex.request_id, s);
+    }
+}

@@ -1,0 +1,227 @@
+//! The winning answer on its way to the client: whole answers at once (counted, cached,
+//! shadowed), streams event by event with their usage read as they pass. A stream that breaks
+//! after its first byte ends with an `error` event.
+
+use super::answer::{response_head, send_whole};
+use super::exchange::Exchange;
+use super::{Downstream, Head};
+use crate::backends::reply::Reply;
+use crate::backends::sse::{usage_from_json, SseScanner};
+use crate::doors::openai::ApiRequest;
+use crate::error::{ApiError, Kind};
+use crate::ops::shadow::{answer_text, Primary};
+use crate::state::cache::CachedAnswer;
+use crate::state::gateway::Gateway;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// What the relay of a winning answer needs beyond the answer itself.
+pub struct Relay {
+    pub cache_key: Option<u64>,
+    pub shadow: Option<usize>,
+}
+
+/// What an attempt received before anything reached the client.
+pub enum Received {
+    /// A whole answer, in any status that does not fail over.
+    Whole { status: u16, headers: http::HeaderMap, body: Bytes },
+    /// A 200 stream that has sent its first data event; `held` is all of it so far.
+    Stream { reply: Reply, held: Vec<Bytes>, scanner: SseScanner },
+}
+
+/// Relays what was received; the request is done whatever happens on the way to the client.
+pub async fn relay_answer<D: Downstream>(
+    gateway: &Arc<Gateway>,
+    down: &mut D,
+    ex: &mut Exchange,
+    request: &ApiRequest,
+    received: Received,
+    backend: usize,
+    relay: &Relay,
+) {
+    match received {
+        Received::Stream { reply, held, scanner } => relay_stream(gateway, down, ex, request, reply, held, scanner, backend, relay).await,
+        Received::Whole { status, headers, body } => relay_whole(gateway, down, ex, request, status, &headers, body, backend, relay).await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_whole<D: Downstream>(
+    gateway: &Arc<Gateway>,
+    down: &mut D,
+    ex: &mut Exchange,
+    request: &ApiRequest,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    backend: usize,
+    relay: &Relay,
+) {
+    if !(200..300).contains(&status) {
+        // The request's own fault (a 4xx): neutral for health; the body is kept in OpenAI's shape.
+        let body = openai_shaped(status, body);
+        let mut head = relay_head(gateway, ex, status, headers);
+        head.set("content-type", "application/json");
+        send_whole(down, ex, head, body).await;
+        return;
+    }
+    gateway.record_outcome(backend, true);
+    account(gateway, ex, usage_from_json(&body));
+    if gateway.config.log_content {
+        ex.answer = Some(answer_text(&body));
+    }
+    if let Some(key) = relay.cache_key {
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+        let answer = CachedAnswer { backend, model: ex.model.clone().unwrap_or_default(), content_type, body: body.clone() };
+        gateway.cache.put(key, answer).await;
+    }
+    if let Some(shadow) = relay.shadow {
+        let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status, elapsed: ex.started.elapsed(), text: answer_text(&body) };
+        crate::ops::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
+    }
+    let mut head = relay_head(gateway, ex, status, headers);
+    if let Some(cost) = ex.cost_cents {
+        head.set("x-hermes-cost-cents", format!("{cost:.6}"));
+    }
+    send_whole(down, ex, head, body).await;
+}
+
+/// nginx's code for a client that left before the answer was complete.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// A 4xx body in OpenAI's error shape: kept as is when it already is, wrapped otherwise.
+fn openai_shaped(status: u16, body: Bytes) -> Bytes {
+    let shaped = serde_json::from_slice::<serde_json::Value>(&body).ok().is_some_and(|v| v.get("error").is_some_and(|e| e.is_object()));
+    if shaped {
+        return body;
+    }
+    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+    ApiError::new(Kind::Upstream(status), format!("The backend refused the request: {}", text.trim())).body()
+}
+
+/// The upstream's own status and headers, minus hop-by-hop ones, plus Hermes's.
+fn relay_head(gateway: &Gateway, ex: &Exchange, status: u16, headers: &http::HeaderMap) -> Head {
+    let mut head = response_head(gateway, ex, status);
+    for (name, value) in headers {
+        let n = name.as_str();
+        let hop = matches!(n, "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te" | "trailer" | "upgrade" | "proxy-connection");
+        // What identifies the upstream account stays behind: cookies, organisation and project
+        // ids, and the account's own rate-limit budget.
+        let private = matches!(n, "set-cookie" | "openai-organization" | "openai-project" | "anthropic-organization-id")
+            || n.starts_with("x-ratelimit-")
+            || n.starts_with("anthropic-ratelimit-");
+        if !hop && !private && !n.starts_with("x-hermes-") {
+            head.headers.append(name.clone(), value.clone());
+        }
+    }
+    head
+}
+
+/// Relay a stream as it arrives, whole events at a time: a partial event waits (at most
+/// HERMES_MAX_ANSWER_BYTES of it) for the rest, so that when the stream breaks the client's SSE
+/// parser sees a clean `error` event rather than one glued to half a line. After the first byte
+/// there is no failover: a break becomes that `error` event, so the client never mistakes a cut
+/// answer for a whole one.
+#[allow(clippy::too_many_arguments)]
+async fn relay_stream<D: Downstream>(
+    gateway: &Arc<Gateway>,
+    down: &mut D,
+    ex: &mut Exchange,
+    request: &ApiRequest,
+    mut reply: Reply,
+    held: Vec<Bytes>,
+    mut scanner: SseScanner,
+    backend: usize,
+    relay: &Relay,
+) {
+    ex.status = reply.status;
+    let send_timeout = ex.send_timeout;
+    let mut head = relay_head(gateway, ex, reply.status, &reply.headers);
+    head.set("transfer-encoding", "chunked");
+    if !matches!(timeout(send_timeout, down.write_head(head, false)).await, Ok(true)) {
+        ex.status = CLIENT_CLOSED;
+        ex.abandoned = true;
+        return;
+    }
+    ex.ttft = Some(ex.started.elapsed());
+    let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
+    for chunk in held {
+        if let Some(out) = events.push(chunk) {
+            if !write(down, out, send_timeout).await {
+                ex.status = CLIENT_CLOSED;
+                ex.abandoned = true;
+                return;
+            }
+        }
+    }
+    let idle = gateway.config.backends[backend].timeout;
+    let broke = loop {
+        // A client that left is seen at the next write (and one that stops reading, at the
+        // send timeout): no read of the client's socket per chunk on this path.
+        let next = tokio::time::timeout(idle, reply.body.next()).await;
+        match next {
+            Ok(Some(Ok(chunk))) => {
+                scanner.feed(&chunk);
+                if let Some(out) = events.push(chunk) {
+                    if !write(down, out, send_timeout).await {
+                        account(gateway, ex, scanner.usage);
+                        ex.status = CLIENT_CLOSED;
+                        ex.abandoned = true;
+                        return;
+                    }
+                }
+                if events.overflowed() {
+                    break Some(format!("an event longer than HERMES_MAX_ANSWER_BYTES ({} bytes)", gateway.config.max_answer_bytes));
+                }
+                if let Some(e) = scanner.error.take() {
+                    break Some(format!("the backend sent an error event: {e}"));
+                }
+            }
+            Ok(None) if scanner.saw_done => break None,
+            Ok(None) => break Some("the backend closed the stream before [DONE]".to_string()),
+            Ok(Some(Err(e))) => break Some(e.to_string()),
+            Err(_) => break Some(format!("no data for {}s", idle.as_secs_f64())),
+        }
+    };
+    account(gateway, ex, scanner.usage);
+    if let Some(why) = broke {
+        ex.status = 502;
+        gateway.record_outcome(backend, false);
+        let name = &gateway.config.backends[backend].name;
+        log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);
+        ex.error = Some(format!("the stream broke after the first byte: {why}"));
+        let err = ApiError::new(Kind::StreamInterrupted, format!("The stream from backend {name} broke off: {why}."));
+        // The unfinished event is dropped, not relayed: it would be half of a JSON line.
+        let _ = write(down, Bytes::from(format!("event: error\ndata: {}\n\n", err.to_value())), send_timeout).await;
+    } else {
+        if let Some(rest) = events.finish() {
+            let _ = write(down, rest, send_timeout).await;
+        }
+        if let Some(shadow) = relay.shadow {
+            let text = scanner.text.clone().unwrap_or_default();
+            let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text };
+            crate::ops::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
+        }
+    }
+    if gateway.config.log_content {
+        ex.answer = scanner.text.take();
+    }
+    let _ = timeout(send_timeout, down.write_body(None, true)).await;
+}
+
+/// Writes a chunk of the answer; false when the client is gone or has not taken it within
+/// HERMES_SEND_TIMEOUT_SECONDS (a reader that stopped reading is let go).
+async fn write<D: Downstream>(down: &mut D, chunk: Bytes, within: Duration) -> bool {
+    matches!(timeout(within, down.write_body(Some(chunk), false)).await, Ok(true))
+}
+
+/// Tokens and cost from the upstream's usage report.
+fn account(gateway: &Gateway, ex: &mut Exchange, usage: Option<crate::backends::sse::Usage>) {
+    let (Some(u), Some(i), Some(model)) = (usage, ex.backend, ex.model.as_deref()) else { return };
+    ex.usage = Some(u);
+    let price = gateway.config.price(&gateway.config.backends[i], model);
+    ex.cost_cents = Some(price.cost_cents(u.prompt_tokens, u.completion_tokens));
+}

@@ -1,0 +1,401 @@
+//! The one thread that writes the analytics file. Records arrive over a bounded channel, wait in
+//! memory, and go to DuckDB in batches through its Appender: at least once a second, when a
+//! batch is large, before a rating or lookup that must see them, and on shutdown.
+
+use super::priority::WriterPriority;
+use super::query;
+use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
+use super::Event;
+use crate::state::learn::rating_quality;
+use duckdb::types::{TimeUnit, Value};
+use duckdb::{params, Connection};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A kill -9 loses at most this much.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long a rating, lookup or shutdown flush may wait for the writer to look.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// A batch this large is written without waiting for the clock.
+const BATCH_ROWS: usize = 5_000;
+
+pub struct Writer {
+    conn: Connection,
+    jobs: Vec<JobRecord>,
+    /// Ratings and corrections, written with the next batch: one UPDATE for all of them rather
+    /// than a scan of `backend_performance` per rating.
+    ratings: Vec<FeedbackRecord>,
+    backend_ids: HashMap<String, i32>,
+    next_attempt_id: i64,
+    next_selection_id: i64,
+    queued: Arc<AtomicUsize>,
+    lost: Arc<AtomicU64>,
+    priority: Arc<WriterPriority>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, queued: Arc<AtomicUsize>, lost: Arc<AtomicU64>, priority: Arc<WriterPriority>) -> duckdb::Result<Writer> {
+        let next = |table: &str| -> duckdb::Result<i64> { conn.query_row(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"), [], |r| r.get(0)) };
+        let next_attempt_id = next("backend_performance")?;
+        let next_selection_id = next("backend_selection_history")?;
+        let mut w =
+            Writer { conn, jobs: Vec::new(), ratings: Vec::new(), backend_ids: HashMap::new(), next_attempt_id, next_selection_id, queued, lost, priority };
+        w.load_backend_ids()?;
+        Ok(w)
+    }
+
+    /// Wakes on a clock, not per record: a writer parked in `recv` would cost every request a
+    /// futex wake and a context switch; parked in `sleep`, senders wake nobody.
+    pub fn run(mut self, rx: Receiver<Event>) {
+        self.priority.register_writer();
+        let mut last_flush = Instant::now();
+        loop {
+            let mut handled = 0usize;
+            let stopped = loop {
+                match rx.try_recv() {
+                    Ok(event) => {
+                        handled += 1;
+                        self.handle(event);
+                        if self.jobs.len() >= BATCH_ROWS {
+                            break false;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
+                }
+            };
+            // The queue-depth gauge is read from this count when /metrics is scraped.
+            let backlog = self.queued.fetch_sub(handled, Ordering::Relaxed).saturating_sub(handled);
+            self.priority.caught_up(backlog);
+            if stopped {
+                self.flush();
+                return;
+            }
+            if last_flush.elapsed() >= FLUSH_EVERY || self.jobs.len() >= BATCH_ROWS || self.ratings.len() >= BATCH_ROWS {
+                self.flush();
+                last_flush = Instant::now();
+            }
+            if self.jobs.len() < BATCH_ROWS {
+                std::thread::sleep(POLL_EVERY);
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Job(job) => self.jobs.push(*job),
+            Event::Feedback(f) => self.ratings.push(*f),
+            Event::Comparison(rows) => {
+                if let Err(e) = self.comparisons(&rows) {
+                    log::error!("analytics: a comparison was not written: {e}");
+                }
+            }
+            Event::Backends(rows) => {
+                if let Err(e) = self.backends(&rows) {
+                    log::error!("analytics: the backends table was not updated: {e}");
+                }
+            }
+            Event::MigrationStep(m) => {
+                let at = timestamp(Some(SystemTime::now()));
+                let written = self.conn.execute(
+                    "INSERT INTO migration_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    params![m.migration_id, m.strategy, m.from, m.to, m.step, m.action, m.description, m.outcome, m.detail, m.steering, at],
+                );
+                if let Err(e) = written {
+                    log::error!("analytics: migration step {} of {} was not written: {e}", m.step, m.migration_id);
+                }
+            }
+            Event::Lookup(request_id, reply) => {
+                // A job still waiting here is answered from memory: no flush, so that lookups
+                // (of ids that may not exist at all) cannot force small batches.
+                let waiting = self.jobs.iter().rev().find(|j| j.request_id == request_id).map(served_of);
+                let found = match waiting {
+                    Some(s) => s,
+                    None => query::served(&self.conn, &request_id).unwrap_or(None),
+                };
+                let _ = reply.send(found);
+            }
+            Event::Flush(done) => {
+                self.flush();
+                self.update_backend_totals();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Write the waiting jobs in one transaction (on failure they are counted as dropped), then
+    /// the ratings that came meanwhile.
+    pub fn flush(&mut self) {
+        self.flush_jobs();
+        if !self.ratings.is_empty() {
+            let ratings = std::mem::take(&mut self.ratings);
+            if let Err(e) = self.feedback(&ratings) {
+                log::error!("analytics: {} rating(s) were not written: {e}", ratings.len());
+            }
+        }
+    }
+
+    fn flush_jobs(&mut self) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.jobs);
+        let started = Instant::now();
+        match self.append_all(&batch) {
+            Ok(rows) => {
+                metrics::counter!("hermes_analytics_rows_written_total").increment(rows);
+                metrics::histogram!("hermes_analytics_flush_seconds").record(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                // One bad row must not cost its batch: write them one by one, and lose only
+                // the rows DuckDB refuses.
+                log::warn!("analytics: a batch of {} job(s) was refused ({e}); writing them one by one", batch.len());
+                for job in &batch {
+                    match self.append_all(std::slice::from_ref(job)) {
+                        Ok(rows) => metrics::counter!("hermes_analytics_rows_written_total").increment(rows),
+                        Err(e) => self.lost(&job.request_id, &e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The jobs in one transaction: all of them or none.
+    fn append_all(&mut self, batch: &[JobRecord]) -> duckdb::Result<u64> {
+        self.conn.execute_batch("BEGIN TRANSACTION")?;
+        match self.append(batch).and_then(|rows| self.conn.execute_batch("COMMIT").map(|()| rows)) {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn lost(&self, request_id: &str, why: &str) {
+        log::error!("analytics: job {request_id} could not be written and is lost: {why}");
+        metrics::counter!("hermes_analytics_dropped_total", "reason" => "write_error").increment(1);
+        self.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn backend_id(&self, name: Option<&str>) -> Option<i32> {
+        name.and_then(|n| self.backend_ids.get(n).copied())
+    }
+
+    fn append(&mut self, batch: &[JobRecord]) -> duckdb::Result<u64> {
+        let mut rows = 0u64;
+        {
+            let mut app = self.conn.appender("jobs")?;
+            for j in batch {
+                app.append_row(params![
+                    j.request_id,
+                    timestamp(j.at),
+                    j.endpoint,
+                    j.model_requested,
+                    j.job_type,
+                    j.complexity,
+                    j.criteria,
+                    j.stream,
+                    j.status,
+                    self.backend_id(j.backend.as_deref()),
+                    j.backend,
+                    j.model_used,
+                    j.attempts.len() as i32,
+                    ms(j.total),
+                    j.ttft.map(ms),
+                    ms(j.overhead),
+                    j.prompt_tokens,
+                    j.completion_tokens,
+                    j.cost_cents,
+                    j.cache_hit,
+                    j.error,
+                    j.prompt,
+                    j.response,
+                ])?;
+                rows += 1;
+            }
+            app.flush()?;
+        }
+        {
+            let mut app = self.conn.appender("backend_performance")?;
+            for j in batch {
+                for (n, a) in j.attempts.iter().enumerate() {
+                    app.append_row(params![
+                        self.next_attempt_id,
+                        self.backend_id(Some(&a.backend)),
+                        a.backend,
+                        j.request_id,
+                        n as i32 + 1,
+                        ms(a.elapsed),
+                        a.ttft.map(ms),
+                        None::<f64>,
+                        a.cost_cents,
+                        a.tokens,
+                        j.job_type,
+                        j.complexity,
+                        a.model,
+                        a.status,
+                        a.success,
+                        a.error,
+                        None::<i32>,
+                        timestamp(j.at),
+                    ])?;
+                    self.next_attempt_id += 1;
+                    rows += 1;
+                }
+            }
+            app.flush()?;
+        }
+        let mut app = self.conn.appender("backend_selection_history")?;
+        for j in batch {
+            let Some(s) = &j.selection else { continue };
+            let selected = s.candidates.first().map(|c| c.0.clone());
+            let candidates: Vec<_> = s.candidates.iter().map(|(b, m, c)| serde_json::json!({"backend": b, "model": m, "estimated_cost_cents": c})).collect();
+            let rejected: Vec<_> = s.rejected.iter().map(|(b, why)| serde_json::json!({"backend": b, "reason": why})).collect();
+            let reasons: Vec<String> = s.rejected.iter().map(|(b, why)| format!("{b}: {why}")).collect();
+            let answered = (200..300).contains(&j.status);
+            app.append_row(params![
+                self.next_selection_id,
+                j.request_id,
+                s.criteria,
+                serde_json::Value::Array(candidates).to_string(),
+                s.reasoning,
+                self.backend_id(selected.as_deref()),
+                selected,
+                s.confidence,
+                serde_json::Value::Array(rejected).to_string(),
+                reasons.join("; "),
+                answered && j.attempts.len() == 1,
+                j.attempts.len() > 1,
+                self.backend_id(j.backend.as_deref()),
+                j.backend,
+                timestamp(j.at),
+            ])?;
+            self.next_selection_id += 1;
+            rows += 1;
+        }
+        app.flush()?;
+        Ok(rows)
+    }
+
+    fn feedback(&self, ratings: &[FeedbackRecord]) -> duckdb::Result<()> {
+        self.conn.execute_batch("BEGIN TRANSACTION")?;
+        let written = (|| {
+            self.conn.execute_batch("CREATE OR REPLACE TEMP TABLE rated (job_id VARCHAR, rating INTEGER, quality DOUBLE)")?;
+            let mut rated = self.conn.appender("rated")?;
+            let mut feedback = self.conn.appender("feedback")?;
+            let mut corrections = self.conn.appender("classifier_corrections")?;
+            for f in ratings {
+                if let Some(rating) = f.rating {
+                    rated.append_row(params![f.request_id, rating, rating_quality(rating)])?;
+                    feedback.append_row(params![f.request_id, rating, f.comment, timestamp(f.at)])?;
+                }
+                if let Some(job_type) = f.job_type {
+                    corrections.append_row(params![f.request_id, job_type, f.features, timestamp(f.at)])?;
+                }
+            }
+            rated.flush()?;
+            feedback.flush()?;
+            corrections.flush()?;
+            // The last rating of a job wins, as it would one UPDATE at a time.
+            self.conn.execute_batch(
+                "UPDATE backend_performance SET user_satisfaction = r.rating, quality_score = r.quality
+                 FROM (SELECT job_id, arg_max(rating, rowid) AS rating, arg_max(quality, rowid) AS quality FROM rated GROUP BY job_id) r
+                 WHERE backend_performance.job_id = r.job_id AND backend_performance.success;
+                 DROP TABLE rated;",
+            )
+        })();
+        match written {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn comparisons(&self, rows: &[ComparisonRecord]) -> duckdb::Result<()> {
+        let mut app = self.conn.appender("comparisons")?;
+        let now = timestamp(Some(SystemTime::now()));
+        for c in rows {
+            app.append_row(params![
+                c.comparison_id,
+                c.source,
+                c.request_id,
+                c.prompt,
+                c.backend,
+                c.model,
+                c.status,
+                c.seconds,
+                c.cost_cents,
+                c.answer_chars as i64,
+                c.similarity,
+                c.error,
+                now.clone(),
+            ])?;
+        }
+        app.flush()
+    }
+
+    fn backends(&mut self, rows: &[BackendRecord]) -> duckdb::Result<()> {
+        for b in rows {
+            self.conn.execute(
+                "INSERT INTO backends (name, backend_type, enabled, is_primary, config, capabilities, quality_score, speed_score, cost_score, reliability_score, health_status)
+                 VALUES (?, ?, TRUE, ?, ?, ?, ?, ?, ?, 1.0, ?)
+                 ON CONFLICT (name) DO UPDATE SET backend_type = excluded.backend_type, enabled = TRUE, is_primary = excluded.is_primary,
+                    config = excluded.config, capabilities = excluded.capabilities, quality_score = excluded.quality_score,
+                    speed_score = excluded.speed_score, cost_score = excluded.cost_score, health_status = excluded.health_status,
+                    updated_date = now()",
+                params![b.name, b.kind, b.is_primary, b.config, b.capabilities, b.quality, b.speed, b.cost_score, b.health_status],
+            )?;
+        }
+        // Backends no longer configured stay (their history refers to them) but are marked off.
+        let names: Vec<String> = rows.iter().map(|b| b.name.replace('\'', "''")).collect();
+        if !names.is_empty() {
+            let list = names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+            self.conn.execute_batch(&format!("UPDATE backends SET enabled = FALSE WHERE name NOT IN ({list})"))?;
+        }
+        self.load_backend_ids()?;
+        self.update_backend_totals();
+        Ok(())
+    }
+
+    fn load_backend_ids(&mut self) -> duckdb::Result<()> {
+        let mut stmt = self.conn.prepare("SELECT name, id FROM backends")?;
+        let ids = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))?;
+        self.backend_ids = ids.collect::<duckdb::Result<_>>()?;
+        Ok(())
+    }
+
+    /// The spec's running totals on `backends`, from the attempts.
+    fn update_backend_totals(&self) {
+        let sql = "UPDATE backends SET total_jobs = s.total, successful_jobs = s.ok, failed_jobs = s.failed, reliability_score = s.reliability
+                   FROM (SELECT backend, count(*) AS total, count(*) FILTER (WHERE success) AS ok, count(*) FILTER (WHERE NOT success) AS failed,
+                                CASE WHEN count(success) > 0 THEN count(*) FILTER (WHERE success) / count(success) ELSE 1.0 END AS reliability
+                         FROM backend_performance GROUP BY backend) s
+                   WHERE backends.name = s.backend";
+        if let Err(e) = self.conn.execute_batch(sql) {
+            log::warn!("analytics: backend totals not updated: {e}");
+        }
+    }
+}
+
+fn timestamp(at: Option<SystemTime>) -> Value {
+    Value::Timestamp(TimeUnit::Microsecond, micros(at.unwrap_or_else(SystemTime::now)))
+}
+
+/// Where a job that is still waiting to be written ran (as `query::served` reads it from the file).
+fn served_of(j: &JobRecord) -> Option<crate::state::learn::Served> {
+    let job_type = crate::decide::classify::JobType::parse(j.job_type?)?;
+    let answered = j.attempts.iter().rev().find(|a| a.success == Some(true))?;
+    Some(crate::state::learn::Served {
+        job_type,
+        band: j.complexity.map(crate::state::learn::Band::of),
+        backend: answered.backend.clone(),
+        model: answered.model.clone(),
+        rating: None,
+    })
+}
