@@ -108,13 +108,23 @@ fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(request).unwrap();
     let mut reader = BufReader::new(s);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
+    let (status_line, body) = read_message(&mut reader).unwrap();
     let status: u16 = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut length = 0;
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+/// One HTTP/1.1 message off a connection: its first line and its body (by Content-Length);
+/// None when the connection closed first.
+fn read_message(reader: &mut BufReader<std::net::TcpStream>) -> Option<(String, Vec<u8>)> {
+    let (mut first, mut length) = (String::new(), 0usize);
+    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+        return None;
+    }
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
         if line.trim().is_empty() {
             break;
         }
@@ -123,8 +133,8 @@ fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
         }
     }
     let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    (status, String::from_utf8_lossy(&body).to_string())
+    reader.read_exact(&mut body).ok()?;
+    Some((first, body))
 }
 
 fn post_raw(path: &str, extra_header: &[u8], body: &[u8]) -> Vec<u8> {
@@ -208,24 +218,8 @@ fn dropping_upstream(seen: Arc<AtomicUsize>) -> u16 {
                 let mut writer = conn;
                 let mut posts = 0;
                 loop {
-                    let (mut length, mut method) = (0usize, String::new());
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if method.is_empty() {
-                            method = line.split_whitespace().next().unwrap_or("").to_string();
-                        }
-                        if line.trim().is_empty() {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
+                    let Some((first, _body)) = read_message(&mut reader) else { return };
+                    let method = first.split_whitespace().next().unwrap_or("").to_string();
                     let answer = if method == "POST" {
                         seen.fetch_add(1, Ordering::SeqCst);
                         posts += 1;

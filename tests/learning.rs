@@ -49,11 +49,9 @@ const DRIFT_LATEST_K: usize = 100;
 
 const LOCKOUT_JOBS: usize = 40;
 
-/// What this code reaches (README, Learning), asserted so that a regression fails. The issue's
-/// targets are printed beside them; those not met are named in the README and on the issue.
+/// The issue's targets, asserted (README, How Hermes learns).
 const FLOOR_SHARE_OF_ORACLE: f64 = 0.90;
-const FLOOR_GAP_RECOVERED: f64 = 0.75;
-const FLOOR_DRIFT_LAST_50: f64 = 0.55;
+const FLOOR_GAP_RECOVERED: f64 = 0.80;
 /// Both twins' hidden quality in phase 3.
 const TWIN_QUALITY: f64 = 0.8;
 
@@ -125,7 +123,7 @@ struct Prompt {
     band: Band,
 }
 
-/// FNV-1a 64 of UTF-8 bytes: the corpus's train/test split (src/classify/corpus.rs).
+/// FNV-1a 64 of UTF-8 bytes: the corpus's train/test split (src/decide/classify/corpus.rs).
 fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -540,14 +538,16 @@ fn the_learned_router_against_fixed_policies_on_held_out_prompts() {
         eprintln!("- {}: {what}", if *met { "met" } else { "NOT MET" });
     }
     let mut below = Vec::new();
-    for (what, value, floor) in [
-        ("share of the oracle", share_of_oracle, FLOOR_SHARE_OF_ORACLE),
-        ("gap recovered", recovered, FLOOR_GAP_RECOVERED),
-        ("now-better backend's share of drift jobs 100-150", drift_last_share, FLOOR_DRIFT_LAST_50),
-    ] {
+    for (what, value, floor) in [("share of the oracle", share_of_oracle, FLOOR_SHARE_OF_ORACLE), ("gap recovered", recovered, FLOOR_GAP_RECOVERED)] {
         if value < floor {
             below.push(format!("{what}: {:.1}% < {:.1}%", 100.0 * value, 100.0 * floor));
         }
+    }
+    if settled.is_none() {
+        below.push(format!(
+            "after the swap, no 50 jobs from one of the first 100 with >= 90% on the now-better backend (jobs 100-150: {:.0}%)",
+            100.0 * drift_last_share
+        ));
     }
     if cost_share > 0.5 {
         below.push(format!("cost {:.1}% of always-premium's > 50%", 100.0 * cost_share));
@@ -555,5 +555,5 @@ fn the_learned_router_against_fixed_policies_on_held_out_prompts() {
     if to_a < 8 {
         below.push(format!("first bad rating: a got {to_a} of {LOCKOUT_JOBS}"));
     }
-    assert!(below.is_empty(), "learning got worse than this code reaches:\n{}", below.join("\n"));
+    assert!(below.is_empty(), "learning misses the issue's targets:\n{}", below.join("\n"));
 }

@@ -27,7 +27,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
 cargo build --release --bin hermes -q
-HERMES="$CARGO_TARGET_DIR/release/hermes"
+# HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness.
+HERMES="${HERMES_BINARY:-$CARGO_TARGET_DIR/release/hermes}"
 LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable") and j["target"]["name"] == "streamload"][-1])')
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// How many ratings the configured quality prior is worth.
 const PRIOR_RATINGS: f64 = 4.0;
+/// Pseudo-ratings (prior and faded ratings) past which routing reads a belief's mean, not a draw.
+const SURE_RATINGS: f64 = 20.0;
 /// How many answers the health-based reliability prior is worth.
 const PRIOR_ANSWERS: f64 = 5.0;
 /// How many answers the configured speed prior is worth: one, so measured latency ranks.
@@ -427,7 +429,10 @@ impl Learner {
         let evidence = s.attempts > 0 || s.ratings > 0;
         let typical_latency = s.latency_faded_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0));
         drop(table);
-        let quality_draw = if draw { self.draw(alpha, beta) } else { quality };
+        // Sure enough, the mean ranks: a draw that dips under HERMES_MIN_QUALITY_SCORE now and
+        // then would hand a clear winner's jobs to a dearer backend. Evidence fades, so a
+        // backend left alone becomes unsure again and is drawn for (explored) once more.
+        let quality_draw = if draw && alpha + beta < SURE_RATINGS { self.draw(alpha, beta) } else { quality };
         Estimate { quality, speed, reliability, quality_draw, evidence, typical_latency }
     }
 
