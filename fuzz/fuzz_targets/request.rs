@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(r) => r,
             Err(e) => {
                 // Every refusal is an OpenAI-shaped error a client can read.
-                assert!((400..500).contains(&e.status), "{e:?}");
+                assert!((400..500).contains(&e.status()), "{e:?}");
                 let body: serde_json::Value = serde_json::from_slice(&e.body()).expect("error body is JSON");
                 assert!(body["error"]["message"].is_string());
                 continue;
