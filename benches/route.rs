@@ -6,7 +6,7 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use hermes::backends::sse::SseScanner;
 use hermes::decide::route::Ask;
-use hermes::doors::openai::{parse_request, Endpoint};
+use hermes::doors::openai::{parse_request, ApiRequest, Endpoint};
 use hermes::state::config::{Config, Criteria, EnvSource, Policies};
 use hermes::state::gateway::Gateway;
 
@@ -55,36 +55,8 @@ fn bench(c: &mut Criterion) {
     let job = gw.classify(&short_req, "bench");
     let ask = Ask { model: "auto", job: &job, criteria: Criteria::CostFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
     c.bench_function("choose (5 backends)", |b| b.iter(|| gw.decide(black_box(&ask))));
-    c.bench_function("classify + choose (short chat)", |b| {
-        b.iter(|| {
-            let job = gw.classify(black_box(&short_req), "bench");
-            let ask = Ask {
-                model: "auto",
-                job: &job,
-                criteria: Criteria::QualityFirst,
-                criteria_requested: false,
-                budget_cents: 100.0,
-                local_only: false,
-                pinned: None,
-            };
-            gw.decide(&ask).map(|d| d.candidates.len())
-        })
-    });
-    c.bench_function(&format!("classify + choose (code review, {} KiB)", long.len() / 1024), |b| {
-        b.iter(|| {
-            let job = gw.classify(black_box(&long_req), "bench");
-            let ask = Ask {
-                model: "auto",
-                job: &job,
-                criteria: Criteria::QualityFirst,
-                criteria_requested: false,
-                budget_cents: 100.0,
-                local_only: false,
-                pinned: None,
-            };
-            gw.decide(&ask).map(|d| d.candidates.len())
-        })
-    });
+    c.bench_function("classify + choose (short chat)", |b| b.iter(|| classify_and_choose(&gw, black_box(&short_req))));
+    c.bench_function(&format!("classify + choose (code review, {} KiB)", long.len() / 1024), |b| b.iter(|| classify_and_choose(&gw, black_box(&long_req))));
 
     let chunk = r#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}]}"#;
     let mut stream = String::new();
@@ -109,3 +81,11 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// What a request costs before it is sent: its job read, then the backends ranked for it.
+fn classify_and_choose(gw: &Gateway, request: &ApiRequest) -> Option<usize> {
+    let job = gw.classify(request, "bench");
+    let ask =
+        Ask { model: "auto", job: &job, criteria: Criteria::QualityFirst, criteria_requested: false, budget_cents: 100.0, local_only: false, pinned: None };
+    gw.decide(&ask).ok().map(|d| d.candidates.len())
+}

@@ -71,8 +71,14 @@ impl Reply {
             }
             match body.next().await {
                 Some(Ok(chunk)) => {
-                    carry.extend_from_slice(&chunk);
-                    let clean = scrubber.bytes(Bytes::from(std::mem::take(&mut carry)));
+                    // Only a chunk that follows a held-back tail is copied to join it.
+                    let joined = if carry.is_empty() {
+                        chunk
+                    } else {
+                        carry.extend_from_slice(&chunk);
+                        Bytes::from(std::mem::take(&mut carry))
+                    };
+                    let clean = scrubber.bytes(joined);
                     let keep = scrubber.unfinished_tail(&clean);
                     carry.extend_from_slice(&clean[clean.len() - keep..]);
                     Some((Ok(clean.slice(..clean.len() - keep)), (body, carry, scrubber, false)))
