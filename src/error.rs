@@ -222,6 +222,29 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Anthropic's shape, for the Messages door: `{"type": "error", "error": {"type", "message"}}`.
+    pub fn to_anthropic(&self) -> Value {
+        let kind = match self.status() {
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        };
+        // Anthropic names the field at the start of the message ("messages.0.content: ...").
+        let message = match &self.param {
+            Some(p) if !self.message.contains(p.as_str()) => format!("{p}: {}", self.message),
+            _ => self.message.clone(),
+        };
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)

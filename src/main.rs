@@ -8,6 +8,9 @@ use hermes::state::gateway::Live;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "hermes", version, about = "Hermes: an OpenAI-compatible LLM gateway that routes by cost, quality and speed")]
 struct Cli {

@@ -1,6 +1,8 @@
 //! OpenAI's request shapes: the checks a request passes before Hermes spends anything on it.
-//! Requests stay JSON values so unknown fields travel untouched.
+//! Requests stay JSON values so unknown fields travel untouched. A chat completions body is also
+//! the internal request the other doors decode into.
 
+use super::Door;
 use crate::error::ApiError;
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -29,12 +31,14 @@ pub struct ApiRequest {
     pub body: Map<String, Value>,
     pub model: String,
     pub stream: bool,
+    /// The door it came in by, and what its answer needs to be encoded.
+    pub door: Door,
 }
 
 impl ApiRequest {
     /// The body to send upstream: the client's bytes when nothing changed, else re-encoded.
     pub fn body_for(&self, original: &Bytes, model: &str) -> Bytes {
-        if model == self.model {
+        if model == self.model && matches!(self.door, Door::OpenAi) {
             return original.clone();
         }
         let mut body = self.body.clone();
@@ -72,13 +76,20 @@ fn collect_text(v: &Value, out: &mut String) {
 }
 
 pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ApiRequest, ApiError> {
-    let body = match strict_json(raw) {
-        Ok(Value::Object(body)) => body,
-        Err(Some(key)) => {
-            return Err(ApiError::bad_request(format!("The JSON body has the key `{key}` more than once; send each key once."), Some(&key)));
-        }
-        _ => return Err(ApiError::invalid_json()),
-    };
+    checked(endpoint, json_object(raw)?, Door::OpenAi)
+}
+
+/// The body as a JSON object with distinct keys, whichever door it came in by.
+pub fn json_object(raw: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match strict_json(raw) {
+        Ok(Value::Object(body)) => Ok(body),
+        Err(Some(key)) => Err(ApiError::bad_request(format!("The JSON body has the key `{key}` more than once; send each key once."), Some(&key))),
+        _ => Err(ApiError::invalid_json()),
+    }
+}
+
+/// A chat completions (or embeddings) body checked as a request: what every door ends in.
+pub fn checked(endpoint: Endpoint, body: Map<String, Value>, door: Door) -> Result<ApiRequest, ApiError> {
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
         None | Some(Value::Null) => return Err(ApiError::bad_request("You must provide a model parameter.", Some("model"))),
@@ -93,7 +104,7 @@ pub fn parse_request(endpoint: Endpoint, raw: &[u8]) -> Result<ApiRequest, ApiEr
         Endpoint::ChatCompletions => check_chat(&body)?,
         Endpoint::Embeddings => check_embeddings(&body)?,
     }
-    Ok(ApiRequest { endpoint, body, model, stream })
+    Ok(ApiRequest { endpoint, body, model, stream, door })
 }
 
 /// JSON with every object's keys distinct, at any depth. Parsers disagree about repeated keys

@@ -2,6 +2,7 @@
 //! operator handlers (`ops::admin`), anything else is 404 or 405 in OpenAI's shape.
 
 use crate::doors::openai::Endpoint;
+use crate::doors::DoorKind;
 use crate::error::ApiError;
 use crate::ops::admin;
 use crate::pipeline::answer::{response_head, send_error, send_json, send_whole};
@@ -21,6 +22,9 @@ enum Answer {
 /// Every path Hermes knows, for the 405 on a wrong method.
 const PATHS: &[&str] = &[
     "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/embeddings",
     "/v1/models",
     "/health",
@@ -35,9 +39,26 @@ const PATHS: &[&str] = &[
 
 pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut D, ex: &mut Exchange) {
     let (method, path) = (down.method().to_string(), down.path().to_string());
+    if path.starts_with("/v1/messages") {
+        // Anthropic's clients read Anthropic's error shape, also for a wrong path or method here.
+        ex.door = DoorKind::Messages;
+    }
     let answered: Result<Answer, ApiError> = match (method.as_str(), path.as_str()) {
-        ("POST", "/v1/chat/completions") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions).await,
-        ("POST", "/v1/embeddings") => return attempt::serve(gateway, down, ex, Endpoint::Embeddings).await,
+        ("POST", "/v1/chat/completions") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::OpenAi).await,
+        ("POST", "/v1/embeddings") => return attempt::serve(gateway, down, ex, Endpoint::Embeddings, DoorKind::OpenAi).await,
+        ("POST", "/v1/responses") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Responses).await,
+        ("POST", "/v1/messages") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Messages).await,
+        ("POST", "/v1/messages/count_tokens") => match admit::authorize(gateway, down) {
+            Ok(()) => match down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await {
+                Ok(raw) => crate::doors::openai::json_object(&raw).and_then(|b| crate::doors::messages::count_tokens(&b)).map(Answer::Json),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => match admit::authorize(gateway, down) {
+            Ok(()) => stored_response(gateway, &method, &p["/v1/responses/".len()..], down.client_key()).map(Answer::Json),
+            Err(e) => Err(e),
+        },
         ("GET", "/health") => Ok(Answer::Json(admin::health(gateway))),
         ("GET", "/metrics") => Ok(Answer::Bytes(admin::metrics(gateway), "text/plain; version=0.0.4; charset=utf-8")),
         ("GET", "/v1/models") => match admit::authorize(gateway, down) {
@@ -82,6 +103,17 @@ async fn operator<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut
         ("POST", "/admin/migration") => admin::steer(gateway, &small_body(down).await?)?,
         _ => admin::backends(gateway),
     }))
+}
+
+/// `GET` or `DELETE /v1/responses/{id}`: only the key that stored a response sees it.
+fn stored_response(gateway: &Gateway, method: &str, id: &str, client_key: Option<&str>) -> Result<serde_json::Value, ApiError> {
+    let owner = crate::state::responses::owner(client_key);
+    let missing = || ApiError::not_found(format!("Response with id '{id}' not found."), "response_id", "response_not_found");
+    let store = &gateway.shared.responses;
+    if method == "DELETE" {
+        return if store.delete(id, &owner) { Ok(serde_json::json!({"id": id, "object": "response.deleted", "deleted": true})) } else { Err(missing()) };
+    }
+    store.get(id, &owner).map(|s| s.response.clone()).ok_or_else(missing)
 }
 
 /// The small JSON object an operator endpoint takes.

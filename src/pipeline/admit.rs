@@ -14,7 +14,7 @@ pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<(), ApiEr
     if keys.is_empty() {
         return Ok(());
     }
-    match down.bearer() {
+    match down.client_key() {
         // Every key is compared, each in constant time.
         Some(p) if keys.iter().fold(false, |found, k| k.matches(p) | found) => Ok(()),
         _ => Err(ApiError::unauthorized()),
@@ -70,7 +70,7 @@ pub fn hint<D: Downstream>(down: &D, name: &str) -> Result<Option<String>, ApiEr
 pub fn client_limit<D: Downstream>(gateway: &Gateway, down: &D, ex: &mut Exchange) -> Result<(), ApiError> {
     // Keyed by client key; on an open gateway any token would do, so by address instead.
     let address = || down.peer_ip().map(|ip| ip.to_string()).unwrap_or_default();
-    let key = if gateway.config.api_keys.is_empty() { address() } else { down.bearer().map(str::to_string).unwrap_or_else(address) };
+    let key = if gateway.config.api_keys.is_empty() { address() } else { down.client_key().map(str::to_string).unwrap_or_else(address) };
     match gateway.limits.client(&key) {
         ClientVerdict::Unlimited => Ok(()),
         ClientVerdict::Allowed { limit, remaining } => {

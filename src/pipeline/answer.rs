@@ -79,5 +79,6 @@ pub async fn send_error<D: Downstream>(gateway: &Gateway, down: &mut D, ex: &mut
         head.set("connection", "close");
         down.close_after();
     }
-    send_whole(down, ex, head, err.body()).await;
+    let body = ex.door.error_body(err);
+    send_whole(down, ex, head, body).await;
 }

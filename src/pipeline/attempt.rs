@@ -12,7 +12,8 @@ use crate::backends::sse::SseScanner;
 use crate::backends::Call;
 use crate::decide::route::retry::{self, Next, Reason};
 use crate::decide::route::Ask;
-use crate::doors::openai::{self, ApiRequest, Endpoint};
+use crate::doors::openai::{ApiRequest, Endpoint};
+use crate::doors::DoorKind;
 use crate::error::{ApiError, Kind};
 use crate::state::analytics::record::{AttemptRecord, SelectionRecord};
 use crate::state::config::Criteria;
@@ -24,10 +25,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
 
-/// An API call (chat completions, embeddings): the answer, or the error in OpenAI's shape.
-pub async fn serve<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut Exchange, endpoint: Endpoint) {
+/// An API call (chat completions, embeddings, responses, messages): the answer, or the error,
+/// in the shape of the door it came in by.
+pub async fn serve<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut Exchange, endpoint: Endpoint, door: DoorKind) {
     ex.routed = true;
-    ex.endpoint = endpoint.path();
+    ex.door = door;
+    ex.endpoint = match door {
+        DoorKind::OpenAi => endpoint.path(),
+        DoorKind::Responses => "/responses",
+        DoorKind::Messages => "/messages",
+    };
     if let Err(e) = forward(gateway, down, ex, endpoint).await {
         send_error(gateway, down, ex, &e).await;
     }
@@ -39,7 +46,9 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     let hints = hints(down)?;
     ex.debug = hint(down, "x-hermes-debug")?.is_some_and(|v| v != "0" && v != "false");
     let raw = down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await?;
-    let request = openai::parse_request(endpoint, &raw)?;
+    let owner = || crate::state::responses::owner(down.client_key());
+    let earlier = |id: &str| gateway.shared.responses.get(id, &owner()).map(|s| s.conversation.clone());
+    let request = crate::doors::decode(ex.door, endpoint, &raw, &ex.request_id, earlier)?;
     ex.model_requested = Some(request.model.clone());
     ex.stream = request.stream;
     if gateway.config.log_content {
@@ -84,7 +93,8 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         ex.cache_hit = true;
         let mut head = response_head(gateway, ex, 200);
         head.set("content-type", &hit.content_type);
-        send_whole(down, ex, head, hit.body.clone()).await;
+        let body = super::relay::door_body(gateway, down, &request, hit.body.clone(), &hit.model)?;
+        send_whole(down, ex, head, body).await;
         return Ok(());
     }
 

@@ -23,6 +23,8 @@ pub struct Exchange {
     pub job_type: Option<JobType>,
     pub complexity: Option<f64>,
     pub endpoint: &'static str,
+    /// The door it came in by: the shape of its answer and errors.
+    pub door: crate::doors::DoorKind,
     pub model_requested: Option<String>,
     pub stream: bool,
     /// The routing decision; its reasoning is shown when the client sent `x-hermes-debug`.
@@ -69,6 +71,7 @@ impl Exchange {
             job_type: None,
             complexity: None,
             endpoint: "",
+            door: crate::doors::DoorKind::OpenAi,
             model_requested: None,
             stream: false,
             selection: None,

@@ -66,4 +66,9 @@ pub trait Downstream: Send {
         let v = self.header("authorization")?;
         v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
     }
+
+    /// The client's key: a bearer token, or Anthropic's `x-api-key` (what Anthropic's SDKs send).
+    fn client_key(&self) -> Option<&str> {
+        self.bearer().or_else(|| self.header("x-api-key").map(str::trim))
+    }
 }

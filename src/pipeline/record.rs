@@ -50,6 +50,7 @@ pub fn finish(ex: &mut Exchange, method: &str, path: &str) {
         total.as_secs_f64() * 1000.0
     );
     telemetry::record_request(&RequestRecord {
+        endpoint: ex.endpoint,
         backend,
         model: gateway.model_label(ex.model.as_deref()),
         job_type: ex.job_type.map_or("none", JobType::as_str),

@@ -2,12 +2,13 @@
 //! shadowed), streams event by event with their usage read as they pass. A stream that breaks
 //! after its first byte ends with an `error` event.
 
-use super::answer::{response_head, send_whole};
+use super::answer::{response_head, send_error, send_whole};
 use super::exchange::Exchange;
 use super::{Downstream, Head};
 use crate::backends::reply::Reply;
 use crate::backends::sse::{usage_from_json, SseScanner};
 use crate::doors::openai::ApiRequest;
+use crate::doors::{Door, DoorKind, StreamEncoder};
 use crate::error::{ApiError, Kind};
 use crate::ops::shadow::{answer_text, Primary};
 use crate::state::cache::CachedAnswer;
@@ -61,8 +62,8 @@ async fn relay_whole<D: Downstream>(
     relay: &Relay,
 ) {
     if !(200..300).contains(&status) {
-        // The request's own fault (a 4xx): neutral for health; the body is kept in OpenAI's shape.
-        let body = openai_shaped(status, body);
+        // The request's own fault (a 4xx): neutral for health; the body is kept in the door's shape.
+        let body = door_shaped(ex.door, status, body);
         let mut head = relay_head(gateway, ex, status, headers);
         head.set("content-type", "application/json");
         send_whole(down, ex, head, body).await;
@@ -82,6 +83,11 @@ async fn relay_whole<D: Downstream>(
         let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status, elapsed: ex.started.elapsed(), text: answer_text(&body) };
         crate::ops::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
     }
+    let model = ex.model.clone().unwrap_or_default();
+    let body = match door_body(gateway, down, request, body, &model) {
+        Ok(body) => body,
+        Err(e) => return send_error(gateway, down, ex, &e).await,
+    };
     let mut head = relay_head(gateway, ex, status, headers);
     if let Some(cost) = ex.cost_cents {
         head.set("x-hermes-cost-cents", format!("{cost:.6}"));
@@ -89,8 +95,39 @@ async fn relay_whole<D: Downstream>(
     send_whole(down, ex, head, body).await;
 }
 
+/// A whole chat answer in the shape of the request's door; a Responses answer is stored.
+pub fn door_body<D: Downstream>(gateway: &Gateway, down: &D, request: &ApiRequest, chat: Bytes, model: &str) -> Result<Bytes, ApiError> {
+    let (body, response) = request.door.encode(&chat, model).map_err(|e| ApiError::new(Kind::BackendsFailed, e))?;
+    if let Some(response) = response {
+        store(gateway, down, request, response);
+    }
+    Ok(body)
+}
+
+/// A finished Responses answer is kept when the request asked (`store`, on by default).
+fn store<D: Downstream>(gateway: &Gateway, down: &D, request: &ApiRequest, response: serde_json::Value) {
+    let Door::Responses(ctx) = &request.door else { return };
+    if ctx.store {
+        let owner = crate::state::responses::owner(down.client_key());
+        let stored =
+            crate::state::responses::Stored { id: ctx.id.clone(), owner, created_at: ctx.created_at, conversation: ctx.continued(&response), response };
+        gateway.shared.responses.put(stored);
+    }
+}
+
 /// nginx's code for a client that left before the answer was complete.
 pub const CLIENT_CLOSED: u16 = 499;
+
+/// A backend's 4xx in the door's error shape.
+fn door_shaped(door: DoorKind, status: u16, body: Bytes) -> Bytes {
+    let body = openai_shaped(status, body);
+    if door != DoorKind::Messages {
+        return body;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let message = v["error"]["message"].as_str().unwrap_or("The backend refused the request.");
+    door.error_body(&ApiError::upstream(status, message))
+}
 
 /// A 4xx body in OpenAI's error shape: kept as is when it already is, wrapped otherwise.
 fn openai_shaped(status: u16, body: Bytes) -> Bytes {
@@ -148,9 +185,10 @@ async fn relay_stream<D: Downstream>(
     }
     ex.ttft = Some(ex.started.elapsed());
     let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
+    let mut encoder = request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model));
     for chunk in held {
         if let Some(out) = events.push(chunk) {
-            if !write(down, out, send_timeout).await {
+            if !write(down, encoded(&mut encoder, out), send_timeout).await {
                 ex.status = CLIENT_CLOSED;
                 ex.abandoned = true;
                 return;
@@ -166,7 +204,7 @@ async fn relay_stream<D: Downstream>(
             Ok(Some(Ok(chunk))) => {
                 scanner.feed(&chunk);
                 if let Some(out) = events.push(chunk) {
-                    if !write(down, out, send_timeout).await {
+                    if !write(down, encoded(&mut encoder, out), send_timeout).await {
                         account(gateway, ex, scanner.usage);
                         ex.status = CLIENT_CLOSED;
                         ex.abandoned = true;
@@ -195,10 +233,17 @@ async fn relay_stream<D: Downstream>(
         ex.error = Some(format!("the stream broke after the first byte: {why}"));
         let err = ApiError::new(Kind::StreamInterrupted, format!("The stream from backend {name} broke off: {why}."));
         // The unfinished event is dropped, not relayed: it would be half of a JSON line.
-        let _ = write(down, Bytes::from(format!("event: error\ndata: {}\n\n", err.to_value())), send_timeout).await;
+        let event = match &mut encoder {
+            Some(e) => e.broke(&err),
+            None => Bytes::from(format!("event: error\ndata: {}\n\n", err.to_value())),
+        };
+        let _ = write(down, event, send_timeout).await;
     } else {
         if let Some(rest) = events.finish() {
-            let _ = write(down, rest, send_timeout).await;
+            let _ = write(down, encoded(&mut encoder, rest), send_timeout).await;
+        }
+        if let Some(response) = encoder.as_mut().and_then(StreamEncoder::completed) {
+            store(gateway, down, request, response);
         }
         if let Some(shadow) = relay.shadow {
             let text = scanner.text.clone().unwrap_or_default();
@@ -212,9 +257,21 @@ async fn relay_stream<D: Downstream>(
     let _ = timeout(send_timeout, down.write_body(None, true)).await;
 }
 
+/// Whole chat events in the door's own events (OpenAI's pass as they are).
+fn encoded(encoder: &mut Option<StreamEncoder>, chat: Bytes) -> Bytes {
+    match encoder {
+        Some(e) => e.feed(&chat),
+        None => chat,
+    }
+}
+
 /// Writes a chunk of the answer; false when the client is gone or has not taken it within
 /// HERMES_SEND_TIMEOUT_SECONDS (a reader that stopped reading is let go).
 async fn write<D: Downstream>(down: &mut D, chunk: Bytes, within: Duration) -> bool {
+    // An empty chunk would read as the end of a chunked body.
+    if chunk.is_empty() {
+        return true;
+    }
     matches!(timeout(within, down.write_body(Some(chunk), false)).await, Ok(true))
 }
 

@@ -33,6 +33,11 @@ pub enum Event {
     MigrationStep(Box<MigrationStepRecord>),
     /// Where an older request ran, for a rating that arrives after a restart.
     Lookup(String, tokio::sync::oneshot::Sender<Option<Served>>),
+    /// A stored response of the Responses API, written or replaced.
+    Response(Arc<crate::state::responses::Stored>),
+    ResponseDeleted(String),
+    /// Stored responses created before this many seconds since the epoch are past retention.
+    ForgetResponsesBefore(u64),
     /// Write everything received so far, then answer.
     Flush(Sender<()>),
 }
@@ -80,6 +85,8 @@ fn lookup_limiter() -> Arc<governor::DefaultDirectRateLimiter> {
 pub struct Memory {
     pub seeds: Vec<Seed>,
     pub recent_choices: Vec<(String, String)>,
+    /// Stored responses, newest first.
+    pub responses: Vec<crate::state::responses::Stored>,
 }
 
 impl Analytics {
@@ -107,6 +114,7 @@ impl Analytics {
                     let memory = Memory {
                         seeds: query::seeds(&conn).map_err(|e| e.to_string())?,
                         recent_choices: query::recent_choices(&conn).map_err(|e| e.to_string())?,
+                        responses: query::stored_responses(&conn).map_err(|e| e.to_string())?,
                     };
                     let writer = writer::Writer::new(conn, writer_queued, writer_lost, writer_priority).map_err(|e| e.to_string())?;
                     Ok((writer, memory))
@@ -130,7 +138,7 @@ impl Analytics {
     #[cfg(not(feature = "analytics"))]
     pub fn open(path: &Path, _queue: usize, _memory_mb: u64) -> Result<(Analytics, Memory), String> {
         log::warn!("{NOT_BUILT_IN}: nothing is written to {}", path.display());
-        Ok((Analytics::disabled(), Memory { seeds: Vec::new(), recent_choices: Vec::new() }))
+        Ok((Analytics::disabled(), Memory { seeds: Vec::new(), recent_choices: Vec::new(), responses: Vec::new() }))
     }
 
     /// Records go nowhere (tests of other parts, `check-config`).

@@ -107,6 +107,8 @@ pub struct Config {
     /// HERMES_SEND_TIMEOUT_SECONDS: how long a client may leave a write to it pending (a stream
     /// reader that stopped reading) before Hermes lets the request go.
     pub send_timeout: Duration,
+    /// HERMES_RESPONSES_RETENTION_HOURS: how long stored responses of the Responses API are kept.
+    pub responses_retention: Duration,
     /// `HERMES_*` / `BACKEND_*` variables that nothing reads (typos), with a guess at the intent.
     pub unknown_vars: Vec<String>,
     /// How long a client may take to send its request body.
@@ -231,6 +233,7 @@ impl Config {
             max_body_bytes: env.number_or("HERMES_MAX_BODY_BYTES", 10 * 1024 * 1024usize)?,
             max_answer_bytes: env.number_or("HERMES_MAX_ANSWER_BYTES", 16 * 1024 * 1024usize)?.max(1024),
             send_timeout: env.seconds_or("HERMES_SEND_TIMEOUT_SECONDS", 30.0)?,
+            responses_retention: env.seconds_or("HERMES_RESPONSES_RETENTION_HOURS", 720.0).map(|h| h.mul_f64(3600.0))?,
             unknown_vars: env.unknown(),
             shutdown_grace: env.seconds_or("HERMES_SHUTDOWN_GRACE_SECONDS", 10.0)?,
             body_read_timeout: env.seconds_or("HERMES_BODY_READ_TIMEOUT_SECONDS", 30.0)?,

@@ -55,6 +55,8 @@ pub struct Shared {
     pub readings: Arc<crate::decide::classify::Readings>,
     /// Who answered which conversation, for implicit feedback.
     pub conversations: Arc<Conversations>,
+    /// Stored responses of the Responses API.
+    pub responses: Arc<crate::state::responses::ResponseStore>,
 }
 
 impl Shared {
@@ -62,7 +64,9 @@ impl Shared {
     pub fn open(config: &Config) -> Result<Shared, String> {
         let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue, config.analytics_memory_mb)?;
         let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
+        let responses = crate::state::responses::ResponseStore::new(config.responses_retention, analytics.clone(), memory.responses);
         Ok(Shared {
+            responses: Arc::new(responses),
             in_flight: Arc::new(AtomicUsize::new(0)),
             learner: Arc::new(learner),
             analytics,
@@ -78,6 +82,7 @@ impl Shared {
             in_flight: Arc::new(AtomicUsize::new(0)),
             learner: Arc::new(Learner::new(config.random_seed)),
             analytics: Analytics::disabled(),
+            responses: Arc::new(crate::state::responses::ResponseStore::new(config.responses_retention, Analytics::disabled(), Vec::new())),
             helm: Arc::default(),
             readings: Arc::default(),
             conversations: Arc::default(),

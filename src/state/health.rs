@@ -6,6 +6,37 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The board's sense of time, in milliseconds since some start. Cooldowns and rests are read
+/// from it, so tests move time on by hand instead of sleeping through a cooldown.
+pub trait Clock: Send + Sync {
+    fn millis(&self) -> u64;
+}
+
+/// The real one: a monotonic clock (wall-clock jumps neither shorten nor stretch a cooldown).
+pub struct Monotonic(Instant);
+
+impl Clock for Monotonic {
+    fn millis(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn millis(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthStatus {
     Healthy,
@@ -36,7 +67,7 @@ pub struct CheckResult {
 struct Marks {
     consecutive_failures: AtomicU32,
     successes: AtomicU64,
-    /// Milliseconds since the board's epoch until which the backend is skipped.
+    /// The board clock's milliseconds until which the backend is skipped.
     down_until_ms: AtomicU64,
     /// Until when the backend asked to be left alone (429 with retry-after).
     resting_until_ms: AtomicU64,
@@ -49,18 +80,22 @@ pub struct HealthBoard {
     threshold: u32,
     /// None: no automatic recovery.
     cooldown: Option<Duration>,
-    epoch: Instant,
+    clock: Arc<dyn Clock>,
 }
 
 impl HealthBoard {
     pub fn new(backends: usize, threshold: u32, cooldown: Option<Duration>) -> HealthBoard {
-        HealthBoard { marks: (0..backends).map(|_| Arc::default()).collect(), threshold, cooldown, epoch: Instant::now() }
+        HealthBoard::with_clock(backends, threshold, cooldown, Arc::new(Monotonic(Instant::now())))
+    }
+
+    pub fn with_clock(backends: usize, threshold: u32, cooldown: Option<Duration>, clock: Arc<dyn Clock>) -> HealthBoard {
+        HealthBoard { marks: (0..backends).map(|_| Arc::default()).collect(), threshold, cooldown, clock }
     }
 
     /// After a reload: backends that are still there with the same settings (`same[i]` is
     /// their place on `old`) keep their marks, so a backend that was down is not first in line again.
     pub fn keep_from(&mut self, old: &HealthBoard, same: &[Option<usize>]) {
-        self.epoch = old.epoch;
+        self.clock = old.clock.clone();
         for (i, j) in same.iter().enumerate() {
             if let (Some(j), Some(slot)) = (j, self.marks.get_mut(i)) {
                 if let Some(m) = old.marks.get(*j) {
@@ -71,7 +106,7 @@ impl HealthBoard {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.millis()
     }
 
     pub fn record_success(&self, backend: usize) {
@@ -174,7 +209,8 @@ mod tests {
 
     #[test]
     fn threshold_failures_take_a_backend_out_until_the_cooldown_ends() {
-        let board = HealthBoard::new(1, 2, Some(Duration::from_millis(40)));
+        let clock = Arc::new(ManualClock::default());
+        let board = HealthBoard::with_clock(1, 2, Some(Duration::from_secs(30)), clock.clone());
         assert_eq!(board.status(0), HealthStatus::Unknown);
         board.record_failure(0);
         assert_eq!(board.status(0), HealthStatus::Degraded);
@@ -182,10 +218,25 @@ mod tests {
         board.record_failure(0);
         assert_eq!(board.status(0), HealthStatus::Unhealthy);
         assert!(!board.available(0));
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_secs(29));
+        assert_eq!(board.status(0), HealthStatus::Unhealthy, "still cooling down");
+        clock.advance(Duration::from_secs(1));
         assert_eq!(board.status(0), HealthStatus::Degraded, "cooldown over: half-open");
         board.record_success(0);
         assert_eq!(board.status(0), HealthStatus::Healthy);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_clock_so_a_cooldown_runs_on() {
+        let clock = Arc::new(ManualClock::default());
+        let old = HealthBoard::with_clock(1, 1, Some(Duration::from_secs(10)), clock.clone());
+        old.record_failure(0);
+        clock.advance(Duration::from_secs(6));
+        let mut new = HealthBoard::new(1, 1, Some(Duration::from_secs(10)));
+        new.keep_from(&old, &[Some(0)]);
+        assert_eq!(new.status(0), HealthStatus::Unhealthy);
+        clock.advance(Duration::from_secs(4));
+        assert_eq!(new.status(0), HealthStatus::Degraded, "ten seconds in all, not ten after the reload");
     }
 
     #[test]
@@ -204,11 +255,14 @@ mod tests {
 
     #[test]
     fn a_rest_keeps_a_busy_backend_out_for_its_retry_after() {
-        let board = HealthBoard::new(1, 3, Some(Duration::from_secs(30)));
-        board.rest(0, Duration::from_millis(40));
+        let clock = Arc::new(ManualClock::default());
+        let board = HealthBoard::with_clock(1, 3, Some(Duration::from_secs(30)), clock.clone());
+        board.rest(0, Duration::from_secs(7));
         assert!(!board.available(0));
         assert_eq!(board.status(0), HealthStatus::Degraded);
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_millis(6_999));
+        assert!(!board.available(0));
+        clock.advance(Duration::from_millis(1));
         assert!(board.available(0));
     }
 }

@@ -10,4 +10,5 @@ pub mod gateway;
 pub mod health;
 pub mod learn;
 pub mod limits;
+pub mod responses;
 pub mod telemetry;

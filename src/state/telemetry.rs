@@ -76,6 +76,8 @@ fn describe() {
 
 /// What one finished API request contributes to the metrics.
 pub struct RequestRecord<'a> {
+    /// The door's path below /v1 (`/chat/completions`, `/responses`, `/messages`, ...).
+    pub endpoint: &'static str,
     pub backend: &'a str,
     pub model: &'a str,
     pub job_type: &'static str,
@@ -91,6 +93,7 @@ pub struct RequestRecord<'a> {
 /// hashed alike (`Box<str>` hashes as `str`), so a known combination costs no allocation.
 #[derive(Hash, PartialEq, Eq)]
 struct LabelsOwned {
+    endpoint: &'static str,
     backend: Box<str>,
     model: Box<str>,
     job_type: &'static str,
@@ -99,6 +102,7 @@ struct LabelsOwned {
 
 #[derive(Hash)]
 struct Labels<'a> {
+    endpoint: &'static str,
     backend: &'a str,
     model: &'a str,
     job_type: &'static str,
@@ -107,7 +111,7 @@ struct Labels<'a> {
 
 impl hashbrown::Equivalent<LabelsOwned> for Labels<'_> {
     fn equivalent(&self, k: &LabelsOwned) -> bool {
-        (self.backend, self.model, self.job_type, self.status) == (&*k.backend, &*k.model, k.job_type, k.status)
+        (self.endpoint, self.backend, self.model, self.job_type, self.status) == (k.endpoint, &*k.backend, &*k.model, k.job_type, k.status)
     }
 }
 
@@ -126,7 +130,7 @@ struct RequestMetrics {
 impl RequestMetrics {
     fn register(l: &Labels<'_>) -> RequestMetrics {
         RequestMetrics {
-            requests: counter!("hermes_requests_total", "backend" => l.backend.to_string(), "model" => l.model.to_string(),
+            requests: counter!("hermes_requests_total", "endpoint" => l.endpoint, "backend" => l.backend.to_string(), "model" => l.model.to_string(),
                                "job_type" => l.job_type, "status" => l.status.to_string()),
             duration: histogram!("hermes_request_duration_seconds", "backend" => l.backend.to_string()),
             ttft: OnceLock::new(),
@@ -164,11 +168,11 @@ static REQUEST_METRICS: LazyLock<RwLock<hashbrown::HashMap<LabelsOwned, RequestM
 static OVERHEAD: LazyLock<Histogram> = LazyLock::new(|| histogram!("hermes_overhead_seconds"));
 
 pub fn record_request(r: &RequestRecord<'_>) {
-    let labels = Labels { backend: r.backend, model: r.model, job_type: r.job_type, status: r.status };
+    let labels = Labels { endpoint: r.endpoint, backend: r.backend, model: r.model, job_type: r.job_type, status: r.status };
     with_handles(
         &REQUEST_METRICS,
         &labels,
-        || LabelsOwned { backend: r.backend.into(), model: r.model.into(), job_type: r.job_type, status: r.status },
+        || LabelsOwned { endpoint: r.endpoint, backend: r.backend.into(), model: r.model.into(), job_type: r.job_type, status: r.status },
         || RequestMetrics::register(&labels),
         |m| m.record(r),
     );

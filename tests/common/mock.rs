@@ -23,6 +23,40 @@ pub enum Mode {
     CutBeforeFirstByte,
     /// Stream the first events, then drop the connection.
     CutAfterFirstByte,
+    /// A model that uses tools: offered tools and no tool result yet, it calls one (see
+    /// [`agent_call`]); after a tool result it answers `Done: <the result>`.
+    Agent,
+}
+
+/// The tool an agent-mode mock calls, and with what: the coding CLIs' shell tools first, so
+/// that the CLI runs a command, else the first tool offered.
+pub fn agent_call(tools: &[Value]) -> Option<(String, Value)> {
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["function"]["name"].as_str()).collect();
+    let proof = "echo hermes-was-here > proof.txt";
+    for (name, args) in [
+        ("shell", json!({"command": ["bash", "-lc", proof]})),
+        ("exec_command", json!({"cmd": proof})),
+        ("Bash", json!({"command": proof, "description": "Write the proof file"})),
+    ] {
+        if names.contains(&name) {
+            return Some((name.to_string(), args));
+        }
+    }
+    names.first().map(|n| (n.to_string(), json!({"city": "Paris"})))
+}
+
+/// What an agent-mode mock answers: a tool call, or text.
+fn agent_answer(req: &Value, name: &str) -> (Option<(String, Value)>, String) {
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or_default();
+    if last["role"] == "tool" {
+        let said = last["content"].as_str().map(str::to_string).unwrap_or_else(|| last["content"].to_string());
+        return (None, format!("Done: {}", said.trim().chars().take(120).collect::<String>()));
+    }
+    match agent_call(req["tools"].as_array().map(Vec::as_slice).unwrap_or(&[])) {
+        Some(call) => (Some(call), String::new()),
+        None => (None, answer_words(name).concat()),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +174,9 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         Mode::Ok { gap } => gap,
         _ => Duration::ZERO,
     };
+    if matches!(mode, Mode::Agent) {
+        return agent(&req, &name, &model, stream);
+    }
     if !stream {
         let v = json!({"id": format!("chatcmpl-{name}"), "object": "chat.completion", "created": 1_732_000_000, "model": model,
                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_words(&name).concat(), "refusal": null},
@@ -171,6 +208,51 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         .header("content-type", "text/event-stream; charset=utf-8")
         .header("x-mock-upstream", name.as_str())
         .body(Body::from_stream(body))
+        .unwrap()
+}
+
+/// Agent mode's answer, whole or streamed as OpenAI streams tool calls (id and name first, then
+/// the arguments in pieces).
+fn agent(req: &Value, name: &str, model: &str, stream: bool) -> Response {
+    let (call, text) = agent_answer(req, name);
+    let id = format!("chatcmpl-{name}");
+    let usage = json!({"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25, "prompt_tokens_details": {"cached_tokens": 8}});
+    let finish = if call.is_some() { "tool_calls" } else { "stop" };
+    if !stream {
+        let mut message = json!({"role": "assistant", "content": if call.is_some() { Value::Null } else { json!(text) }, "refusal": null});
+        if let Some((tool, args)) = &call {
+            message["tool_calls"] = json!([{"id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": args.to_string()}}]);
+        }
+        let v = json!({"id": id, "object": "chat.completion", "created": 1_732_000_000, "model": model,
+                       "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}], "usage": usage});
+        return ([("content-type", "application/json")], v.to_string()).into_response();
+    }
+    let mut events = vec![chunk(&id, model, json!({"role": "assistant", "content": null, "refusal": null}), None, false)];
+    match &call {
+        Some((tool, args)) => {
+            let first = json!({"tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": tool, "arguments": ""}}]});
+            events.push(chunk(&id, model, first, None, false));
+            let args = args.to_string();
+            let (a, b) = args.split_at(args.len() / 2);
+            for piece in [a, b] {
+                events.push(chunk(&id, model, json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None, false));
+            }
+        }
+        None => {
+            for word in text.split_inclusive(' ') {
+                events.push(chunk(&id, model, json!({"content": word}), None, false));
+            }
+        }
+    }
+    events.push(chunk(&id, model, json!({}), Some(finish), false));
+    if req["stream_options"]["include_usage"] == true {
+        let v = json!({"id": id, "object": "chat.completion.chunk", "created": 1_732_000_000, "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {v}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    Response::builder()
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .body(Body::from_stream(futures_util::stream::iter(events.into_iter().map(|e| Ok::<Bytes, std::io::Error>(Bytes::from(e))))))
         .unwrap()
 }
 

@@ -62,7 +62,7 @@ impl Hermes {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Everything logged so far: Hermes writes its lines out every 50 ms (`log_batch`).
+    /// Everything logged so far: Hermes's log lines leave on a writer thread (`log_batch`).
     pub fn log(&self) -> String {
         std::thread::sleep(std::time::Duration::from_millis(120));
         let mut s = String::new();
@@ -202,6 +202,11 @@ pub fn python_with_jsonschema() -> PathBuf {
 /// A Python venv with the official `openai` package.
 pub fn python_with_openai() -> PathBuf {
     python_with("openai", "openai>=1.40")
+}
+
+/// A Python venv with the official `anthropic` package.
+pub fn python_with_anthropic() -> PathBuf {
+    python_with("anthropic", "anthropic>=0.40")
 }
 
 /// Run SQL on an analytics file with the official `duckdb` Python package (read-only): one

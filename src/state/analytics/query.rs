@@ -75,6 +75,23 @@ pub fn recent_choices(conn: &Connection) -> duckdb::Result<Vec<(String, String)>
     rows.collect()
 }
 
+/// The stored responses of the Responses API, newest first (as many as memory holds).
+pub fn stored_responses(conn: &Connection) -> duckdb::Result<Vec<crate::state::responses::Stored>> {
+    let mut stmt =
+        conn.prepare("SELECT id, owner, epoch(created_date)::BIGINT, response, conversation FROM responses ORDER BY created_date DESC LIMIT 100000")?;
+    let rows = stmt.query_map([], |r| {
+        let (response, conversation): (String, String) = (r.get(3)?, r.get(4)?);
+        Ok(crate::state::responses::Stored {
+            id: r.get(0)?,
+            owner: r.get(1)?,
+            created_at: r.get::<_, i64>(2)?.max(0) as u64,
+            response: serde_json::from_str(&response).unwrap_or_default(),
+            conversation: serde_json::from_str(&conversation).unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
+}
+
 /// Where a request was answered, and its current rating, if the file has it.
 pub fn served(conn: &Connection, request_id: &str) -> duckdb::Result<Option<Served>> {
     let mut stmt = conn.prepare(

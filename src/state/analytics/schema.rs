@@ -161,6 +161,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         );
         ",
     ),
+    (
+        5,
+        "stored responses of the Responses API",
+        "
+        -- POST /v1/responses with store (the default): what GET /v1/responses/{id} returns and
+        -- what previous_response_id continues. owner is a SHA-256 of the client's key, never the key.
+        CREATE TABLE responses (
+            id VARCHAR PRIMARY KEY,
+            owner VARCHAR NOT NULL,
+            created_date TIMESTAMP NOT NULL,
+            response VARCHAR NOT NULL,          -- the response object, JSON
+            conversation VARCHAR NOT NULL       -- the chat messages it continues, JSON
+        );
+        ",
+    ),
 ];
 
 pub fn latest() -> i32 {
@@ -208,13 +223,21 @@ mod tests {
         assert_eq!(migrate_to(&conn, 1).unwrap(), vec![1]);
         assert_eq!(current_version(&conn).unwrap(), 1);
         // A file at version 1 gains what came after, and nothing runs twice.
-        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3, 4]);
+        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3, 4, 5]);
         assert!(migrate_to(&conn, latest()).unwrap().is_empty());
         let n: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 4);
-        for table in
-            ["backends", "jobs", "backend_performance", "backend_selection_history", "feedback", "comparisons", "migration_steps", "classifier_corrections"]
-        {
+        assert_eq!(n, 5);
+        for table in [
+            "backends",
+            "jobs",
+            "backend_performance",
+            "backend_selection_history",
+            "feedback",
+            "comparisons",
+            "migration_steps",
+            "classifier_corrections",
+            "responses",
+        ] {
             let _: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
         }
     }

@@ -118,6 +118,28 @@ impl Writer {
                 };
                 let _ = reply.send(found);
             }
+            Event::Response(s) => {
+                let at = Value::Timestamp(TimeUnit::Microsecond, (s.created_at as i64).saturating_mul(1_000_000));
+                let written = self.conn.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                    params![s.id, s.owner, at, s.response.to_string(), serde_json::Value::Array(s.conversation.clone()).to_string()],
+                );
+                if let Err(e) = written {
+                    self.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    log::error!("analytics: stored response {} was not written: {e}", s.id);
+                }
+            }
+            Event::ResponseDeleted(id) => {
+                if let Err(e) = self.conn.execute("DELETE FROM responses WHERE id = ?", [&id]) {
+                    log::error!("analytics: stored response {id} was not deleted: {e}");
+                }
+            }
+            Event::ForgetResponsesBefore(secs) => {
+                let before = Value::Timestamp(TimeUnit::Microsecond, (secs as i64).saturating_mul(1_000_000));
+                if let Err(e) = self.conn.execute("DELETE FROM responses WHERE created_date < ?", params![before]) {
+                    log::warn!("analytics: stored responses past retention not deleted: {e}");
+                }
+            }
             Event::Flush(done) => {
                 self.flush();
                 self.update_backend_totals();
