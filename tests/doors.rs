@@ -168,7 +168,7 @@ fn each_door_answers_bad_input_and_broken_streams_in_its_own_shape() {
         ("[1]", Value::Null),
         (r#"{"model":"auto"}"#, json!("input")),
         (r#"{"model":"auto","input":[{"role":"user","content":[{"type":"input_audio"}]}]}"#, json!("input[0].content[0].type")),
-        (r#"{"model":"auto","input":"hi","tools":[{"type":"web_search"}]}"#, json!("tools[0].type")),
+        (r#"{"model":"auto","input":"hi","tools":[{"type":"web_search"},{"type":"function"}]}"#, json!("tools[1].name")),
     ] {
         let r = post("/v1/responses", body, &[]);
         assert_eq!(r.status, 400, "{body}: {}", r.body);

@@ -19,7 +19,7 @@ fn detectors() -> &'static [Detector] {
         let d = |kind, may_match, re: &str, confirm| Regex::new(re).ok().map(|pattern| Detector { kind, may_match, pattern, confirm });
         let digits: fn(&str) -> bool = |t| t.bytes().filter(u8::is_ascii_digit).nth(5).is_some();
         [
-            d("email", |t| t.contains('@'), r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", None),
+            d("email", |t| t.contains('@'), r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", Some(a_person_s)),
             d(
                 "api_key",
                 |t| ["sk-", "AKIA", "gh", "xox", "AIza"].iter().any(|p| t.contains(p)),
@@ -35,6 +35,13 @@ fn detectors() -> &'static [Detector] {
         .flatten()
         .collect()
     })
+}
+
+/// Addresses that no person reads are not personal data: Claude Code's system prompt carries
+/// `noreply@anthropic.com` in every request, which would otherwise keep all of them local.
+fn a_person_s(address: &str) -> bool {
+    let local = address.split('@').next().unwrap_or("").to_ascii_lowercase();
+    !matches!(local.as_str(), "noreply" | "no-reply" | "donotreply" | "do-not-reply" | "mailer-daemon" | "postmaster")
 }
 
 fn luhn(candidate: &str) -> bool {
@@ -136,6 +143,7 @@ mod tests {
             "order id 4111 1111 1111 1112 is not a valid card",
             "version 1.2.3 released in 2023",
             "Compare Python 3.12 and 3.11 performance",
+            "Co-Authored-By: Claude Code <noreply@anthropic.com>",
         ] {
             assert_eq!(scan([text]), None, "{text}");
         }

@@ -54,8 +54,13 @@ pub fn decode(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
         };
         match role {
             "user" => user_turn(&content, &at, &mut messages)?,
+            // Claude Code puts system turns between the others (its reminders).
+            "system" => {
+                let text: Vec<&str> = content.iter().filter_map(|b| b["text"].as_str()).collect();
+                messages.push(json!({"role": "system", "content": text.join("\n")}));
+            }
             "assistant" => messages.push(assistant_turn(&content, &at)?),
-            other => return Err(bad(format!("Unexpected role `{other}`: use `user` or `assistant`."), &format!("{at}.role"))),
+            other => return Err(bad(format!("Unexpected role `{other}`: use `user`, `assistant` or `system`."), &format!("{at}.role"))),
         }
     }
     chat.insert("messages".into(), Value::Array(messages));

@@ -76,20 +76,16 @@ pub fn decode(body: &Map<String, Value>, id: String, earlier: Vec<Value>) -> Res
         let mut out = Vec::new();
         for (i, t) in tools.iter().enumerate() {
             match t["type"].as_str() {
-                Some("function") => {
-                    let name = t["name"].as_str().ok_or_else(|| bad("Missing required parameter: 'name'.", &format!("tools[{i}].name")))?;
-                    let mut f = json!({"name": name, "parameters": t.get("parameters").filter(|p| !p.is_null()).cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}))});
-                    for k in ["description", "strict"] {
-                        if let Some(v) = t.get(k).filter(|v| !v.is_null()) {
-                            f[k] = v.clone();
-                        }
+                Some("function") => out.push(function_tool(t, &format!("tools[{i}]"))?),
+                // A namespace groups function tools (Codex sends its sub-agent tools so): offered one by one.
+                Some("namespace") => {
+                    for (j, inner) in t["tools"].as_array().into_iter().flatten().enumerate().filter(|(_, x)| x["type"] == "function") {
+                        out.push(function_tool(inner, &format!("tools[{i}].tools[{j}]"))?);
                     }
-                    out.push(json!({"type": "function", "function": f}));
                 }
-                // Hosted tools (web search, file search, computer use, ...) run at OpenAI only.
-                Some(other) => {
-                    return Err(bad(format!("Tool type '{other}' is not supported by Hermes; only 'function' tools are."), &format!("tools[{i}].type")))
-                }
+                // Hosted tools (web search, file search, code interpreter, ...) run at OpenAI only: a
+                // chat backend cannot, so it is offered the client's function tools alone.
+                Some(_) => {}
                 None => return Err(bad("Missing required parameter: 'type'.", &format!("tools[{i}].type"))),
             }
         }
@@ -171,6 +167,19 @@ pub fn decode(body: &Map<String, Value>, id: String, earlier: Vec<Value>) -> Res
     }
     let context = Context { id, created_at: crate::backends::now_secs(), store, echo, conversation };
     Ok((chat, context))
+}
+
+/// A Responses function tool as a chat tool.
+fn function_tool(t: &Value, at: &str) -> Result<Value, ApiError> {
+    let name = t["name"].as_str().ok_or_else(|| bad("Missing required parameter: 'name'.", &format!("{at}.name")))?;
+    let parameters = t.get("parameters").filter(|p| !p.is_null()).cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let mut f = json!({"name": name, "parameters": parameters});
+    for k in ["description", "strict"] {
+        if let Some(v) = t.get(k).filter(|v| !v.is_null()) {
+            f[k] = v.clone();
+        }
+    }
+    Ok(json!({"type": "function", "function": f}))
 }
 
 /// One input item as chat messages (function calls join the assistant message before them).

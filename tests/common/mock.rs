@@ -48,9 +48,10 @@ pub fn agent_call(tools: &[Value]) -> Option<(String, Value)> {
 /// What an agent-mode mock answers: a tool call, or text.
 fn agent_answer(req: &Value, name: &str) -> (Option<(String, Value)>, String) {
     let messages = req["messages"].as_array().cloned().unwrap_or_default();
-    let last = messages.last().cloned().unwrap_or_default();
-    if last["role"] == "tool" {
-        let said = last["content"].as_str().map(str::to_string).unwrap_or_else(|| last["content"].to_string());
+    // A tool result since the last assistant turn (clients may add text of their own after it).
+    let since = messages.iter().rposition(|m| m["role"] == "assistant").map_or(0, |i| i + 1);
+    if let Some(result) = messages[since..].iter().find(|m| m["role"] == "tool") {
+        let said = result["content"].as_str().map(str::to_string).unwrap_or_else(|| result["content"].to_string());
         return (None, format!("Done: {}", said.trim().chars().take(120).collect::<String>()));
     }
     match agent_call(req["tools"].as_array().map(Vec::as_slice).unwrap_or(&[])) {
