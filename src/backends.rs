@@ -24,6 +24,17 @@ pub struct Call<'a> {
     pub request: &'a ApiRequest,
     pub body: Bytes,
     pub model: &'a str,
+    /// The client's own body and the headers of its API that a backend speaking that API takes
+    /// unchanged (`anthropic-version`, `anthropic-beta` on the Messages door).
+    pub original: &'a Bytes,
+    pub passed_headers: &'a [(&'static str, String)],
+}
+
+impl<'a> Call<'a> {
+    /// A chat completions call of Hermes's own (shadows, comparisons): nothing passed through.
+    pub fn chat(request: &'a ApiRequest, body: &'a Bytes, model: &'a str) -> Call<'a> {
+        Call { request, body: body.clone(), model, original: body, passed_headers: &[] }
+    }
 }
 
 #[async_trait]

@@ -6,6 +6,7 @@
 mod common;
 
 use common::mock::{MockUpstream, Mode};
+use common::mock_anthropic::{self, MockAnthropic};
 use common::*;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -189,4 +190,80 @@ fn each_door_answers_bad_input_and_broken_streams_in_its_own_shape() {
     assert_eq!(&names[names.len() - 2..], ["error", "response.failed"], "{}", r.body);
     assert!(!names.contains(&"response.completed"));
     assert_eq!(curl(&[&format!("{}/health", hermes.url())]).status, 200, "still up");
+}
+
+/// A Messages request to an `anthropic` backend goes as the client sent it (thinking,
+/// cache_control, anthropic-beta), Anthropic's answer comes back as it is, and the cache's
+/// tokens are counted and priced the same in the header, the metrics and the analytics file.
+#[test]
+fn messages_pass_through_to_anthropic_and_cached_tokens_are_priced() {
+    let claude = MockAnthropic::start();
+    let mut hermes = Hermes::start(
+        &[
+            ("HERMES_API_KEYS", CLIENT_KEY.into()),
+            ("HERMES_BACKENDS_ENABLED", "claude".into()),
+            ("BACKEND_CLAUDE_TYPE", "anthropic".into()),
+            ("BACKEND_CLAUDE_BASE_URL", claude.base_url()),
+            ("BACKEND_CLAUDE_API_KEY", mock_anthropic::KEY.into()),
+            ("BACKEND_CLAUDE_MODELS", "claude-sonnet-4-5".into()),
+        ],
+        &[],
+    );
+    let sent = json!({"model": "claude-sonnet-4-5", "max_tokens": 2048,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello", "cache_control": {"type": "ephemeral"}}]}]});
+    let url = format!("{}/v1/messages", hermes.url());
+    let key = format!("x-api-key: {CLIENT_KEY}");
+    let post = |body: &Value| {
+        curl(&[
+            &url,
+            "-H",
+            &key,
+            "-H",
+            "anthropic-version: 2023-06-01",
+            "-H",
+            "anthropic-beta: interleaved-thinking-2025-05-14",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body.to_string(),
+        ])
+    };
+    let r = post(&sent);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (headers, received) = claude.calls().remove(0);
+    assert_eq!(received, sent, "the body reaches Anthropic as the client sent it");
+    assert_eq!(headers.get("anthropic-beta").unwrap(), "interleaved-thinking-2025-05-14");
+    assert_eq!(headers.get("anthropic-version").unwrap(), "2023-06-01");
+    assert_eq!(headers.get("x-api-key").unwrap(), mock_anthropic::KEY, "the backend's key, not the client's");
+    let m = r.json();
+    assert_eq!(m["content"][0]["type"], "thinking", "Anthropic's answer as it is: {m}");
+    assert_eq!(m["content"][0]["signature"], "EqQBCgIYAhIM1gbcDa9GJwZA2b3h");
+    assert_eq!(m["usage"]["cache_read_input_tokens"], 100);
+    // 21 uncached input at $3, 100 cache reads at $0.30, 9 output at $15 per million tokens.
+    let expected = (21.0 * 3.0 + 100.0 * 0.30 + 9.0 * 15.0) / 1e6 * 100.0;
+    let cost: f64 = r.header("x-hermes-cost-cents").unwrap().parse().unwrap();
+    assert!((cost - expected).abs() < 1e-6, "cost {cost} vs {expected}");
+
+    let mut streamed = sent.clone();
+    streamed["stream"] = json!(true);
+    let s = post(&streamed);
+    assert_eq!(s.status, 200);
+    assert!(s.body.contains("\"type\":\"signature_delta\""), "{}", s.body);
+    assert!(s.body.trim_end().ends_with("data: {\"type\":\"message_stop\"}"), "{}", s.body);
+
+    // The Responses door reaches the same backend translated, with the cache's tokens reported.
+    let r = post_json(&format!("{}/v1/responses", hermes.url()), Some(CLIENT_KEY), r#"{"model":"claude-sonnet-4-5","input":"hi","instructions":"x"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["usage"]["input_tokens"], 21, "no cache marker, nothing cached: {}", r.body);
+
+    let metrics = curl(&[&format!("{}/metrics", hermes.url())]).body;
+    let line =
+        metrics.lines().find(|l| l.starts_with("hermes_tokens_total") && l.contains("direction=\"cached_input\"")).unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(" 200"), "two answers read 100 cached tokens each: {line}");
+    hermes.stop();
+    let rows = duck(&hermes.db(), &["SELECT endpoint, prompt_tokens, cached_tokens, round(cost_cents, 6) FROM jobs ORDER BY created_date"]);
+    assert_eq!(rows[0][0], json!(["/messages", 121, 100, (expected * 1e6).round() / 1e6]), "{rows:?}");
+    assert_eq!(rows[0][1][2], 100);
 }

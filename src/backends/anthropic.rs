@@ -1,10 +1,12 @@
 //! `anthropic`: Claude through Anthropic's native Messages API. OpenAI chat is translated both
 //! ways: system prompt, roles, images, tools and tool results, stop sequences, streaming events,
-//! usage and stop reasons.
+//! usage (cache reads and writes too) and stop reasons. A request that came in by the Messages
+//! door is passed through as the client sent it (`cache_control`, `thinking`, `anthropic-beta`
+//! and all), and so is Anthropic's answer.
 
 use super::reply::{json_reply, translated_stream, AttemptError, Reply};
 use super::{model_ids, Backend, Call};
-use crate::backends::sse::EventSplitter;
+use crate::backends::sse::{EventSplitter, Usage};
 use crate::backends::upstream::{Api, Upstream};
 use crate::error::ApiError;
 use crate::state::config::BackendConfig;
@@ -44,6 +46,9 @@ impl Backend for Anthropic {
             let e = ApiError::bad_request("Anthropic backends serve chat completions only, not embeddings.", Some("model"));
             return Ok(json_reply(400, e.to_value()));
         }
+        if matches!(call.request.door, crate::doors::Door::Messages { .. }) {
+            return self.pass_through(&call).await;
+        }
         let body = messages_request(&call.request.body, call.model, call.request.stream);
         let mut resp = self.api.post_json("/messages", body.to_string().into()).await?;
         let status = resp.status;
@@ -62,6 +67,23 @@ impl Backend for Anthropic {
 
     async fn probe(&self) -> Result<Vec<String>, String> {
         Ok(model_ids(&self.api.get_json("/models").await?))
+    }
+}
+
+impl Anthropic {
+    /// The client's Messages body with only the model set, its `anthropic-version` and
+    /// `anthropic-beta`, and Anthropic's answer as it comes.
+    async fn pass_through(&self, call: &Call<'_>) -> Result<Reply, AttemptError> {
+        let body = match crate::doors::openai::json_object(call.original) {
+            Ok(mut m) if m.get("model").and_then(Value::as_str) != Some(call.model) => {
+                m.insert("model".into(), json!(call.model));
+                Value::Object(m).to_string().into()
+            }
+            _ => call.original.clone(),
+        };
+        let mut reply = self.api.post_json_with("/messages", body, call.passed_headers).await?;
+        reply.native = true;
+        Ok(reply)
     }
 }
 
@@ -188,8 +210,9 @@ fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-fn usage(input: u64, output: u64) -> Value {
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+/// Anthropic's usage object in chat completions' shape (cache reads as `cached_tokens`).
+fn usage(anthropic: &Value) -> Value {
+    serde_json::from_value::<Usage>(anthropic.clone()).unwrap_or_default().to_chat()
 }
 
 /// Anthropic message → OpenAI chat completion.
@@ -211,7 +234,7 @@ pub fn chat_response(msg: &Value) -> Value {
     let u = &msg["usage"];
     json!({"id": msg["id"], "object": "chat.completion", "created": crate::backends::now_secs(), "model": msg["model"],
            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(msg["stop_reason"].as_str())}],
-           "usage": usage(u["input_tokens"].as_u64().unwrap_or(0), u["output_tokens"].as_u64().unwrap_or(0))})
+           "usage": usage(u)})
 }
 
 /// Anthropic's error body (`{"type":"error","error":{"type","message"}}`) in OpenAI's shape.
@@ -227,7 +250,8 @@ pub struct StreamTranslator {
     model: String,
     created: u64,
     include_usage: bool,
-    input_tokens: u64,
+    /// What message_start reported; message_delta adds the output.
+    usage: Usage,
     /// Anthropic content block index → OpenAI tool call index.
     tools: HashMap<u64, usize>,
 }
@@ -240,7 +264,7 @@ impl StreamTranslator {
             model,
             created: crate::backends::now_secs(),
             include_usage,
-            input_tokens: 0,
+            usage: Usage::default(),
             tools: HashMap::new(),
         }
     }
@@ -262,7 +286,7 @@ impl StreamTranslator {
                     if let Some(model) = m["model"].as_str() {
                         self.model = model.to_string();
                     }
-                    self.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0);
+                    self.usage = serde_json::from_value(m["usage"].clone()).unwrap_or_default();
                     self.chunk(json!({"role": "assistant", "content": ""}), None, &mut out);
                 }
                 Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
@@ -287,16 +311,10 @@ impl StreamTranslator {
                     }
                 }
                 Some("message_delta") => {
-                    let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
+                    let end: Usage = serde_json::from_value(v["usage"].clone()).unwrap_or_default();
+                    let usage = self.usage.merged(end);
                     self.chunk(json!({}), Some(finish_reason(v["delta"]["stop_reason"].as_str())), &mut out);
-                    crate::backends::ollama_wire::usage_event(
-                        &self.id,
-                        &self.model,
-                        self.created,
-                        self.include_usage,
-                        usage(self.input_tokens, output),
-                        &mut out,
-                    );
+                    crate::backends::ollama_wire::usage_event(&self.id, &self.model, self.created, self.include_usage, usage.to_chat(), &mut out);
                 }
                 Some("message_stop") => out.extend_from_slice(b"data: [DONE]\n\n"),
                 Some("error") => return Err(format!("Anthropic: {}", v["error"]["message"].as_str().unwrap_or("stream error"))),

@@ -1,5 +1,6 @@
 //! What a backend gives back: status and headers as soon as they arrive, the body as it comes,
-//! in OpenAI's wire format whatever the backend speaks; or why there was no answer at all.
+//! in OpenAI's wire format whatever the backend speaks (or, passed through, in the door's own);
+//! or why there was no answer at all.
 
 use crate::decide::scrub::Scrubber;
 use bytes::Bytes;
@@ -17,6 +18,9 @@ pub struct Reply {
     pub body: BodyStream,
     /// The most `bytes()` will hold of the body (HERMES_MAX_ANSWER_BYTES for an upstream's).
     pub limit: usize,
+    /// Already in the shape of the request's door (a Messages request Anthropic answered as it
+    /// is), not OpenAI's: the door passes it on without re-encoding.
+    pub native: bool,
 }
 
 impl Reply {
@@ -118,7 +122,7 @@ pub fn json_reply(status: u16, body: serde_json::Value) -> Reply {
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     let bytes = Bytes::from(body.to_string());
-    Reply { status, headers, body: Box::pin(futures_util::stream::iter([Ok::<_, AttemptError>(bytes)])), limit: usize::MAX }
+    Reply { status, headers, body: Box::pin(futures_util::stream::iter([Ok::<_, AttemptError>(bytes)])), limit: usize::MAX, native: false }
 }
 
 /// A 200 stream whose bytes are translated into OpenAI SSE as they arrive.
@@ -131,5 +135,5 @@ where
     let body = resp.body.map(move |chunk| translate(&chunk?).map(Bytes::from).map_err(AttemptError::Broken));
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    Reply { status: 200, headers, body: Box::pin(body.filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())))), limit }
+    Reply { status: 200, headers, body: Box::pin(body.filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())))), limit, native: false }
 }

@@ -144,6 +144,6 @@ impl Backend for Sim {
         }));
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
-        Ok(Reply { status: 200, headers, body, limit: usize::MAX })
+        Ok(Reply { status: 200, headers, body, limit: usize::MAX, native: false })
     }
 }

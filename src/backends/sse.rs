@@ -3,12 +3,93 @@
 
 use serde::Deserialize;
 
+/// Tokens of one answer. `prompt_tokens` counts every input token, cached ones included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "WireUsage")]
 pub struct Usage {
-    #[serde(default)]
     pub prompt_tokens: u64,
-    #[serde(default)]
     pub completion_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (Anthropic prices them apart).
+    pub cache_write_tokens: u64,
+    /// Output tokens spent on reasoning (part of `completion_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Two reports of one answer (Anthropic sends input at the start, output at the end).
+    pub fn merged(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(other.completion_tokens),
+            cached_tokens: self.cached_tokens.max(other.cached_tokens),
+            cache_write_tokens: self.cache_write_tokens.max(other.cache_write_tokens),
+            reasoning_tokens: self.reasoning_tokens.max(other.reasoning_tokens),
+        }
+    }
+
+    /// Chat completions' `usage` object.
+    pub fn to_chat(self) -> serde_json::Value {
+        let mut u = serde_json::json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                                       "total_tokens": self.prompt_tokens + self.completion_tokens});
+        if self.cached_tokens > 0 || self.cache_write_tokens > 0 {
+            u["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens, "cache_creation_tokens": self.cache_write_tokens});
+        }
+        if self.reasoning_tokens > 0 {
+            u["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        u
+    }
+}
+
+/// Usage as OpenAI (`prompt_tokens`, details) or Anthropic (`input_tokens` without the cache's
+/// tokens, `cache_read_input_tokens`, `cache_creation_input_tokens`) report it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    completion_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Details {
+    cached_tokens: Option<u64>,
+    cache_creation_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Usage {
+        let details = w.prompt_tokens_details.unwrap_or_default();
+        let reasoning = w.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+        match w.prompt_tokens {
+            Some(prompt) => Usage {
+                prompt_tokens: prompt,
+                completion_tokens: w.completion_tokens,
+                cached_tokens: details.cached_tokens.unwrap_or(0),
+                cache_write_tokens: details.cache_creation_tokens.unwrap_or(0),
+                reasoning_tokens: reasoning,
+            },
+            None => {
+                let (read, write) = (w.cache_read_input_tokens.unwrap_or(0), w.cache_creation_input_tokens.unwrap_or(0));
+                Usage {
+                    prompt_tokens: w.input_tokens + read + write,
+                    completion_tokens: w.output_tokens,
+                    cached_tokens: read,
+                    cache_write_tokens: write,
+                    reasoning_tokens: reasoning,
+                }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,15 +159,24 @@ impl SseScanner {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(json) = line.strip_prefix(USAGE_COMMENT.as_bytes()) {
             if let Ok(u) = serde_json::from_slice::<Usage>(json) {
-                self.usage = Some(u);
+                self.take_usage(u);
             }
             return;
         }
         let Some(data) = line.strip_prefix(b"data:") else { return };
         let data = data.strip_prefix(b" ").unwrap_or(data);
         self.data_events += 1;
-        if data == b"[DONE]" {
+        if data == b"[DONE]" || data.starts_with(b"{\"type\":\"message_stop\"") {
+            // (Anthropic's own stream, relayed as it is to the Messages door, ends on message_stop.)
             self.saw_done = true;
+        } else if data.starts_with(b"{\"type\":\"message_start\"") {
+            let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+            if let Ok(u) = serde_json::from_value::<Usage>(v["message"]["usage"].clone()) {
+                self.take_usage(u);
+            }
+        } else if data.starts_with(b"{\"type\":\"error\"") {
+            let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+            self.error = Some(v["error"]["message"].as_str().unwrap_or("unknown error").chars().take(300).collect());
         } else if data.starts_with(b"{\"error\"") {
             let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
             let msg = v["error"]["message"].as_str().or(v["error"].as_str()).unwrap_or("unknown error");
@@ -94,7 +184,7 @@ impl SseScanner {
         } else {
             if contains(data, b"\"usage\"") {
                 if let Some(u) = usage_from_json(data) {
-                    self.usage = Some(u);
+                    self.take_usage(u);
                 }
             }
             if let Some(text) = self.text.as_mut() {
@@ -103,6 +193,12 @@ impl SseScanner {
                 }
             }
         }
+    }
+}
+
+impl SseScanner {
+    fn take_usage(&mut self, u: Usage) {
+        self.usage = Some(self.usage.map_or(u, |old| old.merged(u)));
     }
 }
 
@@ -223,7 +319,7 @@ data: [DONE]\n\n";
             let (a, b) = STREAM.as_bytes().split_at(cut);
             s.feed(a);
             s.feed(b);
-            assert_eq!(s.usage, Some(Usage { prompt_tokens: 11, completion_tokens: 7 }), "cut at {cut}");
+            assert_eq!(s.usage, Some(Usage { prompt_tokens: 11, completion_tokens: 7, ..Usage::default() }), "cut at {cut}");
             assert!(s.saw_done);
             assert_eq!(s.data_events, 3);
         }
@@ -262,8 +358,27 @@ data: [DONE]\n\n";
     fn usage_comments_are_read_but_are_not_data() {
         let mut s = SseScanner::default();
         s.feed(b": usage {\"prompt_tokens\":5,\"completion_tokens\":9,\"total_tokens\":14}\n\n");
-        assert_eq!(s.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 9 }));
+        assert_eq!(s.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 9, ..Usage::default() }));
         assert_eq!(s.data_events, 0);
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_are_read_from_either_provider() {
+        let openai: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":100,"completion_tokens":50,"prompt_tokens_details":{"cached_tokens":60},"completion_tokens_details":{"reasoning_tokens":30}}"#,
+        )
+        .unwrap();
+        assert_eq!(openai, Usage { prompt_tokens: 100, completion_tokens: 50, cached_tokens: 60, cache_write_tokens: 0, reasoning_tokens: 30 });
+        let nulls: Usage = serde_json::from_str(r#"{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":null}"#).unwrap();
+        assert_eq!(nulls.prompt_tokens, 3);
+        // Anthropic's stream: input (without the cache's tokens) first, output at the end.
+        let mut s = SseScanner::default();
+        s.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":80,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\n\n");
+        s.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":42}}\n\n");
+        s.feed(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        assert_eq!(s.usage, Some(Usage { prompt_tokens: 95, completion_tokens: 42, cached_tokens: 80, cache_write_tokens: 5, reasoning_tokens: 0 }));
+        assert!(s.saw_done);
+        assert_eq!(Usage::from(serde_json::from_value::<WireUsage>(s.usage.unwrap().to_chat()).unwrap()), s.usage.unwrap());
     }
 
     #[test]

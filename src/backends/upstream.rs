@@ -96,6 +96,15 @@ impl Api {
         self.call("POST", route, Some(body)).await
     }
 
+    /// The same, with some of the configured headers replaced (or added) for this call.
+    pub async fn post_json_with(&self, route: &str, body: Bytes, replacing: &[(&'static str, String)]) -> Result<Reply, AttemptError> {
+        let target = self.target.as_ref().map_err(|e| AttemptError::Broken(e.clone()))?;
+        let peer = self.peer(target).await?;
+        let mut headers: Vec<(&'static str, String)> = self.headers.iter().filter(|(n, _)| !replacing.iter().any(|(r, _)| r == n)).cloned().collect();
+        headers.extend(replacing.iter().cloned());
+        self.upstream.send(peer, target, "POST", &target.path(route), &headers, Some(body)).await
+    }
+
     pub async fn get(&self, route: &str) -> Result<Reply, AttemptError> {
         self.call("GET", route, None).await
     }
@@ -183,7 +192,7 @@ impl Upstream {
             }
         })
         .filter(|chunk| std::future::ready(!matches!(chunk, Ok(b) if b.is_empty())));
-        Ok(Reply { status, headers, body: Box::pin(body), limit: self.max_answer_bytes })
+        Ok(Reply { status, headers, body: Box::pin(body), limit: self.max_answer_bytes, native: false })
     }
 }
 

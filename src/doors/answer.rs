@@ -1,7 +1,7 @@
 //! The internal answer every backend gives back (OpenAI chat completions, whole or streamed),
 //! read into the parts a door re-encodes: text, tool calls, why it stopped, and usage.
 
-use crate::backends::sse::EventSplitter;
+use crate::backends::sse::{EventSplitter, Usage};
 use serde_json::Value;
 
 /// One step of a streamed answer, in the order the backend sent it.
@@ -22,33 +22,14 @@ pub enum Delta {
         fragment: String,
     },
     Finish(String),
-    Usage(TokenUsage),
+    Usage(Usage),
     /// `[DONE]`: the answer is complete.
     Done,
 }
 
-/// Tokens as every door reports them. `input` counts all prompt tokens, cached ones included.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenUsage {
-    pub input: u64,
-    pub output: u64,
-    pub cached_input: u64,
-    pub cache_write: u64,
-    pub reasoning: u64,
-}
-
-impl TokenUsage {
-    /// From a chat completion's `usage` object.
-    pub fn of(u: &Value) -> TokenUsage {
-        let n = |v: &Value| v.as_u64().unwrap_or(0);
-        TokenUsage {
-            input: n(&u["prompt_tokens"]),
-            output: n(&u["completion_tokens"]),
-            cached_input: n(&u["prompt_tokens_details"]["cached_tokens"]),
-            cache_write: n(&u["prompt_tokens_details"]["cache_creation_tokens"]),
-            reasoning: n(&u["completion_tokens_details"]["reasoning_tokens"]),
-        }
-    }
+/// Usage as the chat answer reported it (OpenAI's fields, cached and reasoning tokens included).
+fn usage_of(v: &Value) -> Usage {
+    serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
 /// A whole chat completion, read.
@@ -61,7 +42,7 @@ pub struct Whole {
     /// (id, name, arguments as JSON text)
     pub tool_calls: Vec<(String, String, String)>,
     pub finish: String,
-    pub usage: TokenUsage,
+    pub usage: Usage,
 }
 
 impl Whole {
@@ -92,7 +73,7 @@ impl Whole {
                 })
                 .collect(),
             finish: choice["finish_reason"].as_str().unwrap_or("stop").to_string(),
-            usage: TokenUsage::of(&v["usage"]),
+            usage: usage_of(&v["usage"]),
         }
     }
 }
@@ -115,7 +96,7 @@ impl ChunkReader {
             }
             let Ok(v) = serde_json::from_str::<Value>(&event.data) else { continue };
             if v["usage"].is_object() {
-                out.push(Delta::Usage(TokenUsage::of(&v["usage"])));
+                out.push(Delta::Usage(usage_of(&v["usage"])));
             }
             let Some(choice) = v["choices"].get(0) else { continue };
             let d = &choice["delta"];
@@ -175,7 +156,7 @@ mod tests {
                 Delta::ToolStart { index: 0, id: "call_1".into(), name: "f".into() },
                 Delta::ToolArguments { index: 0, fragment: "{\"a\":1}".into() },
                 Delta::Finish("tool_calls".into()),
-                Delta::Usage(TokenUsage { input: 9, output: 4, cached_input: 3, ..Default::default() }),
+                Delta::Usage(Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 3, ..Default::default() }),
                 Delta::Done,
             ]
         );

@@ -2,7 +2,8 @@
 //! internal chat request, and the chat answer encoded back, whole or as Anthropic's named events.
 //! Errors on this door are in Anthropic's shape.
 
-use super::answer::{ChunkReader, Delta, TokenUsage, Whole};
+use super::answer::{ChunkReader, Delta, Whole};
+use crate::backends::sse::Usage;
 use crate::error::ApiError;
 use serde_json::{json, Map, Value};
 
@@ -221,9 +222,9 @@ fn stop_reason(finish: &str) -> &'static str {
 }
 
 /// Anthropic counts cache reads apart from `input_tokens`.
-fn usage(u: &TokenUsage) -> Value {
-    json!({"input_tokens": u.input.saturating_sub(u.cached_input + u.cache_write), "output_tokens": u.output,
-           "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cached_input})
+fn usage(u: &Usage) -> Value {
+    json!({"input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_write_tokens), "output_tokens": u.completion_tokens,
+           "cache_creation_input_tokens": u.cache_write_tokens, "cache_read_input_tokens": u.cached_tokens})
 }
 
 /// A whole chat completion as an Anthropic message.
@@ -260,7 +261,7 @@ pub struct StreamEncoder {
     open: Block,
     blocks: usize,
     finish: String,
-    usage: TokenUsage,
+    usage: Usage,
 }
 
 impl StreamEncoder {
@@ -273,7 +274,7 @@ impl StreamEncoder {
             open: Block::None,
             blocks: 0,
             finish: "stop".into(),
-            usage: TokenUsage::default(),
+            usage: Usage::default(),
         }
     }
 
@@ -304,7 +305,7 @@ impl StreamEncoder {
                 Delta::Done => {
                     self.close_block(&mut out);
                     let mut u = usage(&self.usage);
-                    if let Some(o) = u.as_object_mut().filter(|_| self.usage.cache_write == 0) {
+                    if let Some(o) = u.as_object_mut().filter(|_| self.usage.cache_write_tokens == 0) {
                         o.remove("cache_creation_input_tokens");
                     }
                     self.event("message_delta", json!({"delta": {"stop_reason": stop_reason(&self.finish), "stop_sequence": null}, "usage": u}), &mut out);

@@ -34,6 +34,12 @@ impl DoorKind {
             DoorKind::OpenAi | DoorKind::Responses => err.body(),
         }
     }
+
+    /// The `error` event that ends a stream broken after its first byte, for a stream that
+    /// passed through without an encoder (OpenAI's, or Anthropic's own on the Messages door).
+    pub fn stream_error(self, err: &ApiError) -> Bytes {
+        Bytes::from(format!("event: error\ndata: {}\n\n", String::from_utf8_lossy(&self.error_body(err))))
+    }
 }
 
 /// What a decoded request needs to have its answer encoded.

@@ -2,7 +2,8 @@
 //! into the internal chat request (with the stored conversation of `previous_response_id` in
 //! front), and the chat answer encoded back as a response object or its named stream events.
 
-use super::answer::{ChunkReader, Delta, TokenUsage, Whole};
+use super::answer::{ChunkReader, Delta, Whole};
+use crate::backends::sse::Usage;
 use crate::error::ApiError;
 use serde_json::{json, Map, Value};
 
@@ -262,9 +263,9 @@ fn content_part(p: &Value, at: &str) -> Result<Value, ApiError> {
     }
 }
 
-fn usage(u: &TokenUsage) -> Value {
-    json!({"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cached_input},
-           "output_tokens": u.output, "output_tokens_details": {"reasoning_tokens": u.reasoning}, "total_tokens": u.input + u.output})
+fn usage(u: &Usage) -> Value {
+    json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": u.cached_tokens},
+           "output_tokens": u.completion_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens}, "total_tokens": u.prompt_tokens + u.completion_tokens})
 }
 
 fn message_item(id: &str, text: &str, status: &str) -> Value {
@@ -282,7 +283,7 @@ fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str)
 
 impl Context {
     /// The response object: `status` in_progress while streaming, then completed or incomplete.
-    fn response(&self, model: &str, output: Vec<Value>, finish: Option<&str>, usage_of: Option<&TokenUsage>) -> Value {
+    fn response(&self, model: &str, output: Vec<Value>, finish: Option<&str>, usage_of: Option<&Usage>) -> Value {
         let status = match finish {
             None => "in_progress",
             Some("length") => "incomplete",
@@ -365,7 +366,7 @@ pub struct StreamEncoder {
     output: Vec<Value>,
     calls: usize,
     finish: Option<String>,
-    usage: Option<TokenUsage>,
+    usage: Option<Usage>,
     /// The final response, once `response.completed` went out.
     pub completed: Option<Value>,
 }

@@ -56,7 +56,8 @@ async fn one(gateway: &Gateway, index: usize, prompt: &str) -> ComparisonRecord 
         error: None,
     };
     let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]}).to_string();
-    let request = match openai::parse_request(Endpoint::ChatCompletions, body.as_bytes()) {
+    let body = bytes::Bytes::from(body);
+    let request = match openai::parse_request(Endpoint::ChatCompletions, &body) {
         Ok(r) => r,
         Err(e) => {
             row.error = Some(e.message().to_string());
@@ -66,8 +67,7 @@ async fn one(gateway: &Gateway, index: usize, prompt: &str) -> ComparisonRecord 
     let Some(backend) = gateway.registry.get(index) else { return row };
     let started = Instant::now();
     let outcome = tokio::time::timeout(cfg.timeout, async {
-        let mut reply =
-            backend.send(Call { request: &request, body: body.clone().into(), model: &model }).await.map_err(|e| e.to_string())?.scrubbed(&gateway.scrubber);
+        let mut reply = backend.send(Call::chat(&request, &body, &model)).await.map_err(|e| e.to_string())?.scrubbed(&gateway.scrubber);
         let bytes = reply.bytes().await.map_err(|e| e.to_string())?.to_vec();
         Ok::<_, String>((reply.status, bytes))
     })
@@ -79,7 +79,7 @@ async fn one(gateway: &Gateway, index: usize, prompt: &str) -> ComparisonRecord 
             row.status = Some(status);
             if (200..300).contains(&status) {
                 row.answer_chars = answer_text(&bytes).chars().count();
-                row.cost_cents = usage_from_json(&bytes).map(|u| gateway.config.price(cfg, &model).cost_cents(u.prompt_tokens, u.completion_tokens));
+                row.cost_cents = usage_from_json(&bytes).map(|u| gateway.config.price(cfg, &model).cost(&u));
             } else {
                 row.error = Some(format!("HTTP {status}"));
             }

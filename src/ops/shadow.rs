@@ -65,6 +65,8 @@ pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_
             models.first().cloned().unwrap_or_else(|| request.model.clone())
         };
         let mut quiet = request.clone();
+        // The shadow is asked in chat completions whichever door the request came by.
+        quiet.door = crate::doors::Door::OpenAi;
         quiet.stream = false;
         quiet.body.insert("stream".into(), Value::Bool(false));
         quiet.body.remove("stream_options");
@@ -72,7 +74,7 @@ pub fn spawn(gateway: Arc<Gateway>, request: ApiRequest, shadow: usize, request_
         let body = bytes::Bytes::from(Value::Object(quiet.body.clone()).to_string());
         let started = Instant::now();
         let outcome = tokio::time::timeout(cfg.timeout, async {
-            let mut reply = backend.send(Call { request: &quiet, body, model: &model }).await.map_err(|e| e.to_string())?.scrubbed(&gateway.scrubber);
+            let mut reply = backend.send(Call::chat(&quiet, &body, &model)).await.map_err(|e| e.to_string())?.scrubbed(&gateway.scrubber);
             let bytes = reply.bytes().await.map_err(|e| e.to_string())?.to_vec();
             Ok::<_, String>((reply.status, bytes))
         })

@@ -98,6 +98,11 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         return Ok(());
     }
 
+    // What an Anthropic backend takes unchanged from a Messages request.
+    let passed: Vec<(&'static str, String)> = match ex.door {
+        DoorKind::Messages => ["anthropic-version", "anthropic-beta"].into_iter().filter_map(|h| hint(down, h).ok().flatten().map(|v| (h, v))).collect(),
+        _ => Vec::new(),
+    };
     let policy = &gateway.config.failover;
     let max_attempts = if policy.enabled { policy.max_attempts as usize } else { 1 };
     let mut tried: Vec<String> = Vec::new();
@@ -148,7 +153,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         let own_deadline = tokio::time::Instant::from_std(began + cfg.timeout);
         let deadline = answer_by.map_or(own_deadline, |by| by.min(own_deadline));
         gateway.backend_started(candidate.backend, 1);
-        let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model };
+        let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model, original: &raw, passed_headers: &passed };
         // A shadow comparison and HERMES_LOG_CONTENT need the streamed answer's text.
         let wants_text = relay.shadow.is_some() || gateway.config.log_content;
         let attempt = async {
@@ -332,7 +337,7 @@ async fn receive(
         return Ok(Received::Stream { reply, held, scanner });
     }
     match timeout_at(deadline, reply.bytes()).await {
-        Ok(Ok(body)) => Ok(Received::Whole { status: reply.status, headers: std::mem::take(&mut reply.headers), body }),
+        Ok(Ok(body)) => Ok(Received::Whole { status: reply.status, headers: std::mem::take(&mut reply.headers), body, native: reply.native }),
         Ok(Err(e)) => Err(mark_failed(gateway, backend, failure_of(&e))),
         Err(_) => Err(mark_failed(gateway, backend, Failure::new(Reason::Timeout, "answer not complete before the timeout"))),
     }

@@ -58,7 +58,7 @@ pub fn finish(ex: &mut Exchange, method: &str, path: &str) {
         total,
         overhead: total.saturating_sub(ex.upstream_time),
         ttft: ex.ttft,
-        tokens: ex.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        tokens: ex.usage,
         cost_cents: ex.cost_cents,
     });
     remember(&gateway, ex, total);
@@ -108,6 +108,8 @@ fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
         overhead: total.saturating_sub(ex.upstream_time),
         prompt_tokens: ex.usage.map(|u| u.prompt_tokens),
         completion_tokens: ex.usage.map(|u| u.completion_tokens),
+        cached_tokens: ex.usage.map(|u| u.cached_tokens),
+        reasoning_tokens: ex.usage.map(|u| u.reasoning_tokens),
         cost_cents: ex.cost_cents,
         cache_hit: ex.cache_hit,
         error: ex.error.take(),

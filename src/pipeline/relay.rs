@@ -27,8 +27,8 @@ pub struct Relay {
 
 /// What an attempt received before anything reached the client.
 pub enum Received {
-    /// A whole answer, in any status that does not fail over.
-    Whole { status: u16, headers: http::HeaderMap, body: Bytes },
+    /// A whole answer, in any status that does not fail over; `native` as in [`Reply`].
+    Whole { status: u16, headers: http::HeaderMap, body: Bytes, native: bool },
     /// A 200 stream that has sent its first data event; `held` is all of it so far.
     Stream { reply: Reply, held: Vec<Bytes>, scanner: SseScanner },
 }
@@ -45,7 +45,10 @@ pub async fn relay_answer<D: Downstream>(
 ) {
     match received {
         Received::Stream { reply, held, scanner } => relay_stream(gateway, down, ex, request, reply, held, scanner, backend, relay).await,
-        Received::Whole { status, headers, body } => relay_whole(gateway, down, ex, request, status, &headers, body, backend, relay).await,
+        Received::Whole { status, headers, body, native } => {
+            let relay = if native { &Relay { cache_key: None, shadow: relay.shadow } } else { relay };
+            relay_whole(gateway, down, ex, request, status, &headers, Answer { body, native }, backend, relay).await
+        }
     }
 }
 
@@ -57,10 +60,11 @@ async fn relay_whole<D: Downstream>(
     request: &ApiRequest,
     status: u16,
     headers: &http::HeaderMap,
-    body: Bytes,
+    answer: Answer,
     backend: usize,
     relay: &Relay,
 ) {
+    let Answer { body, native } = answer;
     if !(200..300).contains(&status) {
         // The request's own fault (a 4xx): neutral for health; the body is kept in the door's shape.
         let body = door_shaped(ex.door, status, body);
@@ -84,9 +88,12 @@ async fn relay_whole<D: Downstream>(
         crate::ops::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
     }
     let model = ex.model.clone().unwrap_or_default();
-    let body = match door_body(gateway, down, request, body, &model) {
-        Ok(body) => body,
-        Err(e) => return send_error(gateway, down, ex, &e).await,
+    let body = match native {
+        true => body,
+        false => match door_body(gateway, down, request, body, &model) {
+            Ok(body) => body,
+            Err(e) => return send_error(gateway, down, ex, &e).await,
+        },
     };
     let mut head = relay_head(gateway, ex, status, headers);
     if let Some(cost) = ex.cost_cents {
@@ -113,6 +120,12 @@ fn store<D: Downstream>(gateway: &Gateway, down: &D, request: &ApiRequest, respo
             crate::state::responses::Stored { id: ctx.id.clone(), owner, created_at: ctx.created_at, conversation: ctx.continued(&response), response };
         gateway.shared.responses.put(stored);
     }
+}
+
+/// A whole answer's body, and whether it is already in the door's shape (not chat completions).
+struct Answer {
+    body: Bytes,
+    native: bool,
 }
 
 /// nginx's code for a client that left before the answer was complete.
@@ -185,7 +198,8 @@ async fn relay_stream<D: Downstream>(
     }
     ex.ttft = Some(ex.started.elapsed());
     let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
-    let mut encoder = request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model));
+    // A native stream (Anthropic's own, for the Messages door) passes as it is.
+    let mut encoder = if reply.native { None } else { request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model)) };
     for chunk in held {
         if let Some(out) = events.push(chunk) {
             if !write(down, encoded(&mut encoder, out), send_timeout).await {
@@ -235,7 +249,7 @@ async fn relay_stream<D: Downstream>(
         // The unfinished event is dropped, not relayed: it would be half of a JSON line.
         let event = match &mut encoder {
             Some(e) => e.broke(&err),
-            None => Bytes::from(format!("event: error\ndata: {}\n\n", err.to_value())),
+            None => ex.door.stream_error(&err),
         };
         let _ = write(down, event, send_timeout).await;
     } else {
@@ -280,5 +294,5 @@ fn account(gateway: &Gateway, ex: &mut Exchange, usage: Option<crate::backends::
     let (Some(u), Some(i), Some(model)) = (usage, ex.backend, ex.model.as_deref()) else { return };
     ex.usage = Some(u);
     let price = gateway.config.price(&gateway.config.backends[i], model);
-    ex.cost_cents = Some(price.cost_cents(u.prompt_tokens, u.completion_tokens));
+    ex.cost_cents = Some(price.cost(&u));
 }

@@ -85,7 +85,7 @@ pub struct RequestRecord<'a> {
     pub total: Duration,
     pub overhead: Duration,
     pub ttft: Option<Duration>,
-    pub tokens: Option<(u64, u64)>,
+    pub tokens: Option<crate::backends::sse::Usage>,
     pub cost_cents: Option<f64>,
 }
 
@@ -123,7 +123,7 @@ struct RequestMetrics {
     requests: Counter,
     duration: Histogram,
     ttft: OnceLock<Histogram>,
-    tokens: OnceLock<(Counter, Counter)>,
+    tokens: OnceLock<(Counter, Counter, Counter)>,
     cost_cents: OnceLock<Gauge>,
 }
 
@@ -147,13 +147,15 @@ impl RequestMetrics {
         if let Some(t) = r.ttft {
             self.ttft.get_or_init(|| histogram!("hermes_time_to_first_token_seconds", "backend" => backend.to_string())).record(t.as_secs_f64());
         }
-        if let Some((input, output)) = r.tokens {
-            let (i, o) = self.tokens.get_or_init(|| {
+        if let Some(u) = r.tokens {
+            // `cached_input` is the part of `input` the provider read from its prompt cache.
+            let (i, o, cached) = self.tokens.get_or_init(|| {
                 let series = |direction: &'static str| counter!("hermes_tokens_total", "backend" => backend.to_string(), "model" => model.to_string(), "direction" => direction);
-                (series("input"), series("output"))
+                (series("input"), series("output"), series("cached_input"))
             });
-            i.increment(input);
-            o.increment(output);
+            i.increment(u.prompt_tokens);
+            o.increment(u.completion_tokens);
+            cached.increment(u.cached_tokens);
         }
         if let Some(c) = r.cost_cents {
             // Cents are fractional and `metrics` counters count integers: a gauge that only grows

@@ -60,25 +60,52 @@ async fn messages(State(state): State<Arc<AnthropicState>>, headers: HeaderMap, 
     let turns = req["messages"].as_array().map(Vec::len).unwrap_or(0);
     let text = format!("Hello from claude ({turns} turns)");
     let model = req["model"].as_str().unwrap_or("claude").to_string();
+    // A request that marks a cache breakpoint reads 100 tokens from the cache, as Anthropic
+    // reports it (apart from input_tokens); one that enables thinking gets a signed thinking block.
+    let cached = body.windows(13).any(|w| w == b"cache_control");
+    let thinking = req["thinking"]["type"] == "enabled";
+    let mut usage = json!({"input_tokens": 21, "output_tokens": 9});
+    if cached {
+        usage["cache_read_input_tokens"] = json!(100);
+        usage["cache_creation_input_tokens"] = json!(0);
+    }
     if req["stream"] != true {
+        let mut content = vec![json!({"type": "text", "text": text})];
+        if thinking {
+            content.insert(0, json!({"type": "thinking", "thinking": "The user wants a greeting.", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}));
+        }
         return Json(json!({"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "model": model,
-                           "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
-                           "usage": {"input_tokens": 21, "output_tokens": 9}}))
+                           "content": content, "stop_reason": "end_turn", "stop_sequence": null, "usage": usage}))
         .into_response();
     }
+    let mut start_usage = usage.clone();
+    start_usage["output_tokens"] = json!(1);
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 21, "output_tokens": 1}}}),
-        ),
-        event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
-        event("ping", json!({"type": "ping"})),
-    ];
+    let mut events = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": start_usage}}),
+    )];
+    let text_index = if thinking {
+        events.push(event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})));
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "The user wants a greeting."}}),
+        ));
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}}),
+        ));
+        events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        1
+    } else {
+        0
+    };
+    events.push(event("content_block_start", json!({"type": "content_block_start", "index": text_index, "content_block": {"type": "text", "text": ""}})));
+    events.push(event("ping", json!({"type": "ping"})));
     for piece in text.split_inclusive(' ') {
-        events.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+        events.push(event("content_block_delta", json!({"type": "content_block_delta", "index": text_index, "delta": {"type": "text_delta", "text": piece}})));
     }
-    events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": text_index})));
     events.push(event(
         "message_delta",
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 9}}),

@@ -22,6 +22,8 @@ pub struct JobRecord {
     pub overhead: Duration,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
     pub cost_cents: Option<f64>,
     pub cache_hit: bool,
     pub error: Option<String>,

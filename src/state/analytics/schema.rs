@@ -163,7 +163,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         5,
-        "stored responses of the Responses API",
+        "stored responses of the Responses API; cached and reasoning tokens of each job",
         "
         -- POST /v1/responses with store (the default): what GET /v1/responses/{id} returns and
         -- what previous_response_id continues. owner is a SHA-256 of the client's key, never the key.
@@ -174,6 +174,9 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
             response VARCHAR NOT NULL,          -- the response object, JSON
             conversation VARCHAR NOT NULL       -- the chat messages it continues, JSON
         );
+        -- Of prompt_tokens, those read from the provider's cache; of completion_tokens, reasoning.
+        ALTER TABLE jobs ADD COLUMN cached_tokens BIGINT;
+        ALTER TABLE jobs ADD COLUMN reasoning_tokens BIGINT;
         ",
     ),
 ];

@@ -236,6 +236,8 @@ impl Writer {
                     j.error,
                     j.prompt,
                     j.response,
+                    j.cached_tokens,
+                    j.reasoning_tokens,
                 ])?;
                 rows += 1;
             }

@@ -154,8 +154,11 @@ impl BackendConfig {
         }
         let local = kind.is_local();
         let (quality_default, speed_default) = if local { (0.8, 0.6) } else { (0.95, 0.8) };
-        let price =
-            ModelPrice { input_per_mtok: non_negative(env, &var("PRICE_INPUT_PER_MTOK"))?, output_per_mtok: non_negative(env, &var("PRICE_OUTPUT_PER_MTOK"))? };
+        let price = ModelPrice {
+            input_per_mtok: non_negative(env, &var("PRICE_INPUT_PER_MTOK"))?,
+            output_per_mtok: non_negative(env, &var("PRICE_OUTPUT_PER_MTOK"))?,
+            ..ModelPrice::FREE
+        };
         let sim = match kind {
             BackendKind::Sim => Some(SimSettings {
                 latency: Duration::from_millis(env.number_or(&var("LATENCY_MS"), 50u64)?),

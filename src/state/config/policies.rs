@@ -25,13 +25,28 @@ pub struct ModelPrice {
     pub input_per_mtok: f64,
     #[serde(rename = "output")]
     pub output_per_mtok: f64,
+    /// Input tokens read from the provider's prompt cache; priced as input when not given.
+    #[serde(rename = "cache_read", default)]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Input tokens written to the prompt cache (Anthropic charges extra); as input when not given.
+    #[serde(rename = "cache_write", default)]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl ModelPrice {
-    pub const FREE: ModelPrice = ModelPrice { input_per_mtok: 0.0, output_per_mtok: 0.0 };
+    pub const FREE: ModelPrice = ModelPrice { input_per_mtok: 0.0, output_per_mtok: 0.0, cache_read_per_mtok: None, cache_write_per_mtok: None };
 
+    /// An estimate, before the answer: every input token at the input price.
     pub fn cost_cents(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
         (prompt_tokens as f64 * self.input_per_mtok + completion_tokens as f64 * self.output_per_mtok) / 1e6 * 100.0
+    }
+
+    /// What an answer cost: cache reads and writes at their own prices.
+    pub fn cost(&self, u: &crate::backends::sse::Usage) -> f64 {
+        let uncached = u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_write_tokens) as f64;
+        let read = u.cached_tokens as f64 * self.cache_read_per_mtok.unwrap_or(self.input_per_mtok);
+        let write = u.cache_write_tokens as f64 * self.cache_write_per_mtok.unwrap_or(self.input_per_mtok);
+        (uncached * self.input_per_mtok + read + write + u.completion_tokens as f64 * self.output_per_mtok) / 1e6 * 100.0
     }
 }
 
