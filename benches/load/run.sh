@@ -182,6 +182,12 @@ for target in "nginx proxy_pass:$PXS" "hermes:$HMS"; do
   printf "| %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs | %s | %s |\n" "$name" "$(field "$r" ttft_p50)" "$(field "$r" ttft_p99)" \
     "$(( $(field "$r" ttft_p50) - t50 ))" "$(( $(field "$r" ttft_p99) - t99 ))" "$(field "$r" total_p50)" "$(field "$r" gap_max)" "$(field "$r" reads_per_stream)" "$(field "$r" failed)"
 done
+# The same stream through Hermes's other doors (each re-encodes the chat stream event by event).
+for door in responses messages; do
+  r=$(LOADGEN_DOOR=$door "$LOADGEN" ttft "127.0.0.1:$HMS" 1000)
+  printf "| hermes /v1/%s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs | %s | %s |\n" "$door" "$(field "$r" ttft_p50)" "$(field "$r" ttft_p99)" \
+    "$(( $(field "$r" ttft_p50) - t50 ))" "$(( $(field "$r" ttft_p99) - t99 ))" "$(field "$r" total_p50)" "$(field "$r" gap_max)" "$(field "$r" reads_per_stream)" "$(field "$r" failed)"
+done
 AFTER_RSS=$(rss "$HPID")
 
 # A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams.

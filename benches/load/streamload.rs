@@ -8,7 +8,8 @@
 //!                                                 it was due, so a stall is not hidden)
 //!   streamload hold HOST:PORT STREAMS SECONDS     STREAMS streams open at once for SECONDS
 //!
-//! Results are one line of `key=value` pairs on stdout, in microseconds.
+//! Results are one line of `key=value` pairs on stdout, in microseconds. LOADGEN_DOOR=responses
+//! or messages makes `ttft` stream through Hermes's Responses or Messages door instead of chat.
 
 // A measuring tool: a failed write or bind ends the run with its reason.
 #![allow(clippy::expect_used)]
@@ -22,9 +23,25 @@ const STREAM_BODY: &str = r#"{"model":"bench-model","stream":true,"messages":[{"
 
 /// LOADGEN_AUTH, when set, goes out as a bearer key (the LiteLLM proxy insists on one).
 fn request(host: &str, body: &str) -> Vec<u8> {
+    request_to(host, "/v1/chat/completions", body)
+}
+
+fn request_to(host: &str, path: &str, body: &str) -> Vec<u8> {
     let auth = std::env::var("LOADGEN_AUTH").map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .into_bytes()
+    format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// The streamed request of the door LOADGEN_DOOR names, asking the same of the model.
+fn stream_request(host: &str) -> Vec<u8> {
+    match std::env::var("LOADGEN_DOOR").as_deref() {
+        Ok("responses") => request_to(host, "/v1/responses", r#"{"model":"bench-model","stream":true,"input":"Say hello in one word."}"#),
+        Ok("messages") => request_to(
+            host,
+            "/v1/messages",
+            r#"{"model":"bench-model","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hello in one word."}]}"#,
+        ),
+        _ => request(host, STREAM_BODY),
+    }
 }
 
 /// One response read off a keep-alive connection: status, and when each body piece arrived.
@@ -122,7 +139,7 @@ fn us(d: Duration) -> u64 {
 /// Time to first token and chunk gaps over `n` streams on one connection.
 async fn ttft(addr: &str, n: usize) {
     let mut conn = connect(addr).await;
-    let req = request(addr, STREAM_BODY);
+    let req = stream_request(addr);
     let (mut firsts, mut totals, mut gaps, mut failed) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let mut buf = Vec::new();
     for _ in 0..n {

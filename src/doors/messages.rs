@@ -109,26 +109,11 @@ pub fn decode(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
         }
         Some(_) => return Err(bad("Must be a list of strings.", "stop_sequences")),
     }
-    for key in ["temperature", "top_p"] {
-        match body.get(key) {
-            None | Some(Value::Null) => {}
-            Some(v @ Value::Number(_)) => {
-                chat.insert(key.into(), v.clone());
-            }
-            Some(_) => return Err(bad("Must be a number.", key)),
-        }
-    }
+    super::copy_sampling(body, &mut chat, |key| bad("Must be a number.", key))?;
     if let Some(user) = body.get("metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str) {
         chat.insert("user".into(), json!(user));
     }
-    match body.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            chat.insert("stream".into(), json!(true));
-            chat.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        Some(_) => return Err(bad("Must be a boolean.", "stream")),
-    }
+    super::copy_stream(body, &mut chat, || bad("Must be a boolean.", "stream"))?;
     Ok(chat)
 }
 

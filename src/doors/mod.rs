@@ -15,7 +15,7 @@ pub mod responses;
 
 use crate::error::ApiError;
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Which door a request came in by: what its answers and errors look like.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,6 +87,33 @@ impl Door {
             }
             Door::Responses(ctx) => Some(StreamEncoder::Responses(Box::new(responses::StreamEncoder::new((**ctx).clone(), model.to_string())))),
         }
+    }
+}
+
+/// `temperature` and `top_p` into the chat request as they are; `wrong(key)` when not a number.
+fn copy_sampling(body: &Map<String, Value>, chat: &mut Map<String, Value>, wrong: impl Fn(&str) -> ApiError) -> Result<(), ApiError> {
+    for key in ["temperature", "top_p"] {
+        match body.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::Number(_)) => {
+                chat.insert(key.into(), v.clone());
+            }
+            Some(_) => return Err(wrong(key)),
+        }
+    }
+    Ok(())
+}
+
+/// `stream`: a streamed internal request always asks for usage, which the doors' last events report.
+fn copy_stream(body: &Map<String, Value>, chat: &mut Map<String, Value>, wrong: impl Fn() -> ApiError) -> Result<(), ApiError> {
+    match body.get("stream") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Bool(true)) => {
+            chat.insert("stream".into(), Value::Bool(true));
+            chat.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+            Ok(())
+        }
+        Some(_) => Err(wrong()),
     }
 }
 

@@ -135,15 +135,7 @@ pub fn decode(body: &Map<String, Value>, id: String, earlier: Vec<Value>) -> Res
         }
         Some(_) => return Err(bad("Invalid 'max_output_tokens': expected a positive integer.", "max_output_tokens")),
     }
-    for key in ["temperature", "top_p"] {
-        match body.get(key) {
-            None | Some(Value::Null) => {}
-            Some(v @ Value::Number(_)) => {
-                chat.insert(key.into(), v.clone());
-            }
-            Some(_) => return Err(bad(format!("Invalid type for '{key}': expected a number."), key)),
-        }
-    }
+    super::copy_sampling(body, &mut chat, |key| bad(format!("Invalid type for '{key}': expected a number."), key))?;
     for key in ["parallel_tool_calls", "user"] {
         if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
             chat.insert(key.into(), v.clone());
@@ -154,14 +146,7 @@ pub fn decode(body: &Map<String, Value>, id: String, earlier: Vec<Value>) -> Res
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("Invalid type for 'store': expected a boolean.", "store")),
     };
-    match body.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            chat.insert("stream".into(), json!(true));
-            chat.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        Some(_) => return Err(bad("Invalid type for 'stream': expected a boolean.", "stream")),
-    }
+    super::copy_stream(body, &mut chat, || bad("Invalid type for 'stream': expected a boolean.", "stream"))?;
     let mut echo = Map::new();
     for (key, default) in ECHOED {
         echo.insert(key.to_string(), body.get(*key).filter(|v| !v.is_null()).cloned().unwrap_or_else(default));
