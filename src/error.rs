@@ -220,9 +220,7 @@ impl ApiError {
     pub fn to_value(&self) -> Value {
         json!({"error": {"message": self.message, "type": self.kind.openai_type(), "param": self.param, "code": self.code()}})
     }
-}
 
-impl ApiError {
     /// Anthropic's shape, for the Messages door: `{"type": "error", "error": {"type", "message"}}`.
     pub fn to_anthropic(&self) -> Value {
         let kind = match self.status() {

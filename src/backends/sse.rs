@@ -155,6 +155,10 @@ impl SseScanner {
         self.lines = lines;
     }
 
+    fn take_usage(&mut self, u: Usage) {
+        self.usage = Some(self.usage.map_or(u, |old| old.merged(u)));
+    }
+
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(json) = line.strip_prefix(USAGE_COMMENT.as_bytes()) {
@@ -174,10 +178,8 @@ impl SseScanner {
             if let Ok(u) = serde_json::from_value::<Usage>(v["message"]["usage"].clone()) {
                 self.take_usage(u);
             }
-        } else if data.starts_with(b"{\"type\":\"error\"") {
-            let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
-            self.error = Some(v["error"]["message"].as_str().unwrap_or("unknown error").chars().take(300).collect());
-        } else if data.starts_with(b"{\"error\"") {
+        } else if data.starts_with(b"{\"error\"") || data.starts_with(b"{\"type\":\"error\"") {
+            // In-band errors of OpenAI-compatible streams, and Anthropic's `error` event.
             let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
             let msg = v["error"]["message"].as_str().or(v["error"].as_str()).unwrap_or("unknown error");
             self.error = Some(msg.chars().take(300).collect());
@@ -193,12 +195,6 @@ impl SseScanner {
                 }
             }
         }
-    }
-}
-
-impl SseScanner {
-    fn take_usage(&mut self, u: Usage) {
-        self.usage = Some(self.usage.map_or(u, |old| old.merged(u)));
     }
 }
 

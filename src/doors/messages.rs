@@ -335,15 +335,8 @@ impl StreamEncoder {
         }
     }
 
-    fn event(&self, name: &str, mut data: Value, out: &mut Vec<u8>) {
-        data.as_object_mut().map(|o| o.insert("type".into(), json!(name)));
-        // `type` first, as Anthropic writes it.
-        let mut ordered = Map::new();
-        ordered.insert("type".into(), json!(name));
-        for (k, v) in data.as_object().into_iter().flatten().filter(|(k, _)| *k != "type") {
-            ordered.insert(k.clone(), v.clone());
-        }
-        out.extend_from_slice(format!("event: {name}\ndata: {}\n\n", Value::Object(ordered)).as_bytes());
+    fn event(&self, name: &str, data: Value, out: &mut Vec<u8>) {
+        super::named_event(name, data, out);
     }
 }
 

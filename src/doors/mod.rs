@@ -27,18 +27,22 @@ pub enum DoorKind {
 }
 
 impl DoorKind {
-    /// The error body in this door's shape.
-    pub fn error_body(self, err: &ApiError) -> Bytes {
+    /// The error in this door's shape.
+    fn error_value(self, err: &ApiError) -> Value {
         match self {
-            DoorKind::Messages => Bytes::from(err.to_anthropic().to_string()),
-            DoorKind::OpenAi | DoorKind::Responses => err.body(),
+            DoorKind::Messages => err.to_anthropic(),
+            DoorKind::OpenAi | DoorKind::Responses => err.to_value(),
         }
+    }
+
+    pub fn error_body(self, err: &ApiError) -> Bytes {
+        Bytes::from(self.error_value(err).to_string())
     }
 
     /// The `error` event that ends a stream broken after its first byte, for a stream that
     /// passed through without an encoder (OpenAI's, or Anthropic's own on the Messages door).
     pub fn stream_error(self, err: &ApiError) -> Bytes {
-        Bytes::from(format!("event: error\ndata: {}\n\n", String::from_utf8_lossy(&self.error_body(err))))
+        Bytes::from(format!("event: error\ndata: {}\n\n", self.error_value(err)))
     }
 }
 
@@ -88,6 +92,17 @@ impl Door {
             Door::Responses(ctx) => Some(StreamEncoder::Responses(Box::new(responses::StreamEncoder::new((**ctx).clone(), model.to_string())))),
         }
     }
+}
+
+/// One named SSE event whose JSON starts with its `type` (as OpenAI and Anthropic write theirs),
+/// then `data`'s fields in their order.
+fn named_event(name: &str, data: Value, out: &mut Vec<u8>) {
+    let mut ordered = Map::new();
+    ordered.insert("type".into(), Value::String(name.to_string()));
+    if let Value::Object(fields) = data {
+        ordered.extend(fields.into_iter().filter(|(k, _)| k != "type"));
+    }
+    out.extend_from_slice(format!("event: {name}\ndata: {}\n\n", Value::Object(ordered)).as_bytes());
 }
 
 /// `temperature` and `top_p` into the chat request as they are; `wrong(key)` when not a number.

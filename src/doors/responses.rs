@@ -373,10 +373,6 @@ impl StreamEncoder {
         }
     }
 
-    pub fn context(&self) -> &Context {
-        &self.context
-    }
-
     pub fn feed(&mut self, chat: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for delta in self.reader.feed(chat) {
@@ -484,15 +480,12 @@ impl StreamEncoder {
         }
     }
 
-    fn event(&mut self, name: &str, data: Value, out: &mut Vec<u8>) {
-        let mut ordered = Map::new();
-        ordered.insert("type".into(), json!(name));
-        for (k, v) in data.as_object().into_iter().flatten() {
-            ordered.insert(k.clone(), v.clone());
+    fn event(&mut self, name: &str, mut data: Value, out: &mut Vec<u8>) {
+        if let Some(fields) = data.as_object_mut() {
+            fields.insert("sequence_number".into(), json!(self.sequence));
         }
-        ordered.insert("sequence_number".into(), json!(self.sequence));
         self.sequence += 1;
-        out.extend_from_slice(format!("event: {name}\ndata: {}\n\n", Value::Object(ordered)).as_bytes());
+        super::named_event(name, data, out);
     }
 }
 
