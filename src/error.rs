@@ -16,6 +16,8 @@ pub enum Kind {
     InvalidConfiguration,
     Unauthorized,
     Forbidden,
+    /// A virtual key asked for a model outside its allowlist.
+    ModelNotAllowed,
     OverBudget,
     ModelNotFound,
     UnknownUrl,
@@ -42,7 +44,7 @@ impl Kind {
             Kind::InvalidJson | Kind::BadRequest | Kind::InvalidConfiguration => 400,
             Kind::Unauthorized => 401,
             Kind::OverBudget => 402,
-            Kind::Forbidden => 403,
+            Kind::Forbidden | Kind::ModelNotAllowed => 403,
             Kind::ModelNotFound | Kind::UnknownUrl | Kind::NotFound(_) => 404,
             Kind::MethodNotAllowed => 405,
             Kind::RequestTimeout => 408,
@@ -73,6 +75,7 @@ impl Kind {
             Kind::InvalidConfiguration => Some("invalid_configuration"),
             Kind::Unauthorized => Some("invalid_api_key"),
             Kind::Forbidden => Some("forbidden"),
+            Kind::ModelNotAllowed => Some("model_not_allowed"),
             Kind::OverBudget => Some("budget_exceeded"),
             Kind::ModelNotFound => Some("model_not_found"),
             Kind::UnknownUrl => Some("unknown_url"),
@@ -164,6 +167,30 @@ impl ApiError {
         )
     }
 
+    /// 402: a virtual key (or its team) has spent its budget for the window; `retry-after` says
+    /// when it resets.
+    pub fn key_budget_spent(whose: &str, spent: &crate::state::keys::Exhausted, local_note: &str) -> ApiError {
+        let wait = (spent.resets_at - chrono::Utc::now()).num_seconds().max(1) as u64;
+        let state = if spent.left_cents <= 0.0 {
+            "is spent".to_string()
+        } else {
+            format!("has {:.4}¢ left after the requests in flight, less than this one may cost ({:.4}¢)", spent.left_cents, spent.needed_cents)
+        };
+        let resets = spent.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let message = format!("The budget of {whose} (${:.2} per window) {state}{local_note}; it resets at {resets}.", spent.budget_cents / 100.0);
+        ApiError { retry_after: Some(wait), ..ApiError::new(Kind::OverBudget, message) }
+    }
+
+    /// 401 for an `hk-` key that no one made, or that was revoked.
+    pub fn unknown_virtual_key() -> ApiError {
+        ApiError::new(Kind::Unauthorized, "This virtual key (hk-...) is unknown or has been revoked.")
+    }
+
+    /// 403: the key may not use this model.
+    pub fn model_not_allowed(key: &str, model: &str) -> ApiError {
+        ApiError::about(Kind::ModelNotAllowed, format!("The key '{key}' may not use the model `{model}`."), "model")
+    }
+
     /// 429 from Hermes's own limits.
     pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> ApiError {
         ApiError { retry_after: Some(retry_after.max(1)), ..ApiError::new(Kind::RateLimited, message) }
@@ -207,7 +234,7 @@ impl ApiError {
         self.kind.code()
     }
 
-    /// Seconds, sent as `retry-after` on 429 and 503.
+    /// Seconds, sent as `retry-after` on 429, 503 and a spent key's 402.
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after
     }

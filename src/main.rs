@@ -35,6 +35,86 @@ enum Command {
     /// Measure the job-type classifier on labelled prompts, or fit it to your own.
     #[command(subcommand)]
     Classifier(ClassifierCommand),
+    /// Virtual keys (`hk-...`) on the running gateway: each with its team, budget, limits and models.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Teams on the running gateway: a budget over all of their keys.
+    #[command(subcommand)]
+    Teams(TeamsCommand),
+}
+
+/// How the key and team commands reach the gateway (HERMES_LISTEN and HERMES_ADMIN_KEY).
+#[derive(Args)]
+struct GatewayArgs {
+    /// The gateway (default: HERMES_LISTEN).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key; it is printed once and stored only as a digest.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        team: Option<String>,
+        /// US dollars per window.
+        #[arg(long, value_name = "USD")]
+        budget_usd: Option<f64>,
+        /// day, week or month (calendar, UTC).
+        #[arg(long, value_name = "WINDOW")]
+        budget_window: Option<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Prompt plus completion tokens per minute.
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Comma list of the models it may ask for (default: any).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// `local`: everything it sends stays on local backends.
+        #[arg(long)]
+        privacy: Option<String>,
+        /// refuse (402 once spent) or local (free local backends only once spent).
+        #[arg(long, value_name = "WHAT")]
+        on_budget: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Every key: team, budget, limits, spend in the window.
+    List(GatewayArgs),
+    /// One key's limits and spend in its window.
+    Show {
+        name: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Refuse the key from its next request on.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TeamsCommand {
+    /// Make a team (or change its budget).
+    Create {
+        name: String,
+        #[arg(long, value_name = "USD")]
+        budget_usd: Option<f64>,
+        #[arg(long, value_name = "WINDOW")]
+        budget_window: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Every team, its keys and its spend.
+    List(GatewayArgs),
 }
 
 #[derive(Subcommand)]
@@ -167,6 +247,35 @@ impl ConfigArgs {
     }
 }
 
+fn keys(command: KeysCommand) -> Result<String, String> {
+    use hermes::ops::cli::{admin_call, Method};
+    match command {
+        KeysCommand::Create { name, team, budget_usd, budget_window, rpm, tpm, models, privacy, on_budget, gateway } => {
+            let body = serde_json::json!({"name": name, "team": team, "budget_usd": budget_usd, "budget_window": budget_window,
+                                          "rpm": rpm, "tpm": tpm, "models": models, "privacy": privacy, "on_budget": on_budget});
+            admin_call(Method::Post, "/admin/keys", Some(body), gateway.url, &gateway.config.sources()).map(|v| hermes::ops::cli::render_new_key(&v))
+        }
+        KeysCommand::List(g) => admin_call(Method::Get, "/admin/keys", None, g.url, &g.config.sources()).map(|v| hermes::ops::cli::render_keys(&v)),
+        KeysCommand::Show { name, gateway } => {
+            admin_call(Method::Get, &format!("/admin/keys/{name}"), None, gateway.url, &gateway.config.sources()).map(|v| hermes::ops::cli::render_key(&v))
+        }
+        KeysCommand::Revoke { name, gateway } => admin_call(Method::Delete, &format!("/admin/keys/{name}"), None, gateway.url, &gateway.config.sources())
+            .map(|v| format!("revoked {}\n", v["name"].as_str().unwrap_or(&name))),
+    }
+}
+
+fn teams(command: TeamsCommand) -> Result<String, String> {
+    use hermes::ops::cli::{admin_call, Method};
+    match command {
+        TeamsCommand::Create { name, budget_usd, budget_window, gateway } => {
+            let body = serde_json::json!({"name": name, "budget_usd": budget_usd, "budget_window": budget_window});
+            admin_call(Method::Post, "/admin/teams", Some(body), gateway.url, &gateway.config.sources())
+                .map(|v| hermes::ops::cli::render_teams(&serde_json::json!({"teams": [v]})))
+        }
+        TeamsCommand::List(g) => admin_call(Method::Get, "/admin/teams", None, g.url, &g.config.sources()).map(|v| hermes::ops::cli::render_teams(&v)),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn"))
         .target(hermes::ops::log_batch::target())
@@ -198,6 +307,8 @@ fn main() -> ExitCode {
             let db = from_db.then(|| db.unwrap_or_else(|| hermes::ops::cli::db_path(&config.sources())));
             hermes::ops::cli::classifier_train(&data, db, out, weight, &config.sources()).map(|out| print!("{out}"))
         }
+        Command::Keys(k) => keys(k).map(|out| print!("{out}")),
+        Command::Teams(t) => teams(t).map(|out| print!("{out}")),
     };
     hermes::ops::log_batch::flush();
     match result {

@@ -126,7 +126,7 @@ fn every_job_attempt_decision_and_rating_is_in_the_file() {
     assert_eq!(q[7][0][0], 0, "prompts and answers are not stored by default");
     assert_eq!(q[8][0][0], 0, "answered jobs carry type, backend, model, tokens and cost");
     assert_eq!(q[9], vec![serde_json::json!(["broken", "custom", 180, 0, 180]), serde_json::json!(["steady", "sim", 180, 180, 0])]);
-    assert_eq!(q[10][0][0], 5, "the schema is at its latest version");
+    assert_eq!(q[10][0][0], 6, "the schema is at its latest version");
     assert!(q[11].is_empty(), "the upstream key is in no column: {:?}", q[11]);
     let raw = std::fs::read(&db).unwrap();
     assert!(!raw.windows(UPSTREAM_KEY.len()).any(|w| w == UPSTREAM_KEY.as_bytes()), "the upstream key is not in the file's bytes");

@@ -97,6 +97,13 @@ fn every_dashboard_query_runs_against_real_prometheus() {
     // Traffic in two waves, so rates see change between scrapes: plain and streamed answers,
     // failovers from `broken`, budget refusals, client rate limiting and shadow requests.
     let chat = format!("{}/v1/chat/completions", hermes.url());
+    // All of it on a virtual key of a team, for the spend-by-key panels.
+    let admin = |path: &str, body: Value| post_json(&format!("{}{path}", hermes.url()), None, &body.to_string());
+    assert_eq!(admin("/admin/teams", serde_json::json!({"name": "dash-team"})).status, 200);
+    let made = admin("/admin/keys", serde_json::json!({"name": "dash-key", "team": "dash-team"}));
+    assert_eq!(made.status, 200, "{}", made.body);
+    let key = made.json()["key"].as_str().unwrap().to_string();
+    let auth = format!("Authorization: Bearer {key}");
     for wave in 0..2 {
         for i in 0..25 {
             let body = if i % 3 == 0 {
@@ -104,10 +111,19 @@ fn every_dashboard_query_runs_against_real_prometheus() {
             } else {
                 chat_body("m", "hello there")
             };
-            post_json(&chat, None, &body);
+            post_json(&chat, Some(&key), &body);
         }
-        let refused =
-            curl(&[&chat, "-H", "x-hermes-budget-cents: 0.0000001", "-H", "content-type: application/json", "--data-binary", &chat_body("gpt-4o", "hi")]);
+        let refused = curl(&[
+            &chat,
+            "-H",
+            &auth,
+            "-H",
+            "x-hermes-budget-cents: 0.0000001",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &chat_body("gpt-4o", "hi"),
+        ]);
         assert!(refused.status == 402 || refused.status == 429, "{}", refused.body);
         std::thread::sleep(Duration::from_secs(if wave == 0 { 3 } else { 4 }));
     }
@@ -149,6 +165,7 @@ fn every_dashboard_query_runs_against_real_prometheus() {
         ("hermes_failovers_total", &["from", "to", "reason"]),
         ("hermes_tokens_total", &["backend", "model", "direction"]),
         ("hermes_cost_cents_total", &["backend", "model"]),
+        ("hermes_key_spend_cents_total", &["key", "team"]),
         ("hermes_backend_healthy", &["backend"]),
         ("hermes_backend_in_flight", &["backend"]),
         ("hermes_request_duration_seconds_bucket", &["backend", "le"]),

@@ -267,3 +267,78 @@ fn messages_pass_through_to_anthropic_and_cached_tokens_are_priced() {
     assert_eq!(rows[0][0], json!(["/messages", 121, 100, (expected * 1e6).round() / 1e6]), "{rows:?}");
     assert_eq!(rows[0][1][2], 100);
 }
+
+/// Failover is the pipeline's, not a door's: on every door, streamed or not, a backend that fails
+/// before the first byte (a 500, a stream cut before its first event) is followed by the next one,
+/// and the answer comes back whole in the door's own shape.
+#[test]
+fn every_door_fails_over_before_the_first_byte() {
+    let agent = MockUpstream::start("agent", Mode::Agent);
+    // One backend that fails each way in turn, always tried first.
+    let flaky = MockUpstream::start("flaky", Mode::Status(500));
+    let served = |name: &'static str, mock: &MockUpstream| {
+        let up = name.to_uppercase();
+        [
+            (format!("BACKEND_{up}_TYPE"), "custom".to_string()),
+            (format!("BACKEND_{up}_BASE_URL"), mock.base_url()),
+            (format!("BACKEND_{up}_MODELS"), "shared-model".to_string()),
+        ]
+    };
+    let names: Vec<(String, String)> = [served("agent", &agent), served("flaky", &flaky)].concat();
+    let mut env: Vec<(&str, String)> = names.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    env.extend([
+        ("HERMES_API_KEYS", CLIENT_KEY.to_string()),
+        ("HERMES_BACKENDS_ENABLED", "flaky,agent".into()),
+        ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
+        ("HERMES_UNHEALTHY_THRESHOLD", "100".into()),
+    ]);
+    let mut hermes = Hermes::start(&env, &[]);
+    let doors = [
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "Say hello"}]})),
+        ("/v1/responses", json!({"input": "Say hello"})),
+        ("/v1/messages", json!({"max_tokens": 64, "messages": [{"role": "user", "content": "Say hello"}]})),
+    ];
+    for (mode, failure, streams) in
+        [(Mode::Status(500), "a 500", &[false, true][..]), (Mode::CutBeforeFirstByte, "a stream cut before its first byte", &[true][..])]
+    {
+        flaky.set_mode(mode);
+        for (path, body) in &doors {
+            for &stream in streams {
+                let mut body = body.clone();
+                body["model"] = json!("shared-model");
+                body["stream"] = json!(stream);
+                let r = curl(&[
+                    &format!("{}{path}", hermes.url()),
+                    "-H",
+                    &format!("x-api-key: {CLIENT_KEY}"),
+                    "-H",
+                    "x-hermes-backend: flaky",
+                    "-H",
+                    "content-type: application/json",
+                    "--data-binary",
+                    &body.to_string(),
+                ]);
+                let what = format!("{path} stream={stream} after {failure}");
+                assert_eq!(r.status, 200, "{what}: {}", r.body);
+                assert_eq!((r.header("x-hermes-backend"), r.header("x-hermes-attempts")), (Some("agent"), Some("2")), "{what}: {}", r.body);
+                let text_ok = match (*path, stream) {
+                    ("/v1/chat/completions", false) => r.json()["choices"][0]["message"]["role"] == "assistant",
+                    ("/v1/responses", false) => r.json()["status"] == "completed",
+                    ("/v1/messages", false) => r.json()["type"] == "message",
+                    ("/v1/chat/completions", true) => r.body.trim_end().ends_with("data: [DONE]"),
+                    ("/v1/responses", true) => r.body.contains("event: response.completed\n") && !r.body.contains("event: error"),
+                    _ => r.body.trim_end().ends_with("data: {\"type\":\"message_stop\"}") && !r.body.contains("event: error"),
+                };
+                assert!(text_ok, "{what}: a whole answer in the door's shape:\n{}", r.body);
+            }
+        }
+    }
+    // Each failed backend was tried once per request: failover, not a silent re-send.
+    assert_eq!((flaky.calls().len(), agent.calls().len()), (9, 9));
+    hermes.stop();
+    let rows = duck(
+        &hermes.db(),
+        &["SELECT endpoint, count(*), count(*) FILTER (WHERE backend = 'agent' AND status = 200) FROM jobs GROUP BY endpoint ORDER BY endpoint"],
+    );
+    assert_eq!(rows[0], vec![json!(["/chat/completions", 3, 3]), json!(["/messages", 3, 3]), json!(["/responses", 3, 3])], "{rows:?}");
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::mock::{MockUpstream, Mode};
 use common::mock_anthropic::{self, MockAnthropic};
 use common::mock_ollama::MockOllama;
 use common::*;
@@ -88,5 +89,54 @@ fn answers_hermes_builds_match_openais_schemas() {
     for (r, status, what) in errors {
         run("ErrorResponse", what.to_string(), r.status, status, &r.body);
     }
+    assert!(failures.is_empty(), "{}\n--- hermes ---\n{}", failures.join("\n\n"), h.log());
+}
+
+/// The Responses door's objects and stream events against OpenAI's `Response` and
+/// `ResponseStreamEvent` schemas: plain text, a function call, its result, a retrieved response,
+/// and the errors of this door.
+#[test]
+fn responses_hermes_builds_match_openais_schemas() {
+    let agent = MockUpstream::start("agent", Mode::Agent);
+    let h = Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "agent".into()),
+            ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
+            ("HERMES_API_KEYS", "client-key-1".into()),
+            ("BACKEND_AGENT_TYPE", "custom".into()),
+            ("BACKEND_AGENT_BASE_URL", agent.base_url()),
+            ("BACKEND_AGENT_MODELS", "agent-model".into()),
+        ],
+        &[],
+    );
+    let key = Some("client-key-1");
+    let url = format!("{}/v1/responses", h.url());
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather in a city",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let mut failures = Vec::new();
+    let mut run = |schema: &str, what: &str, r: &CurlReply, expected: u16| {
+        if r.status != expected {
+            failures.push(format!("{what}: status {}, expected {expected}: {}", r.status, r.body));
+        } else if let Err(e) = check(schema, what, &r.body) {
+            failures.push(e);
+        }
+    };
+    let plain = post_json(&url, key, &json!({"model": "agent-model", "input": "Say hello", "instructions": "Be terse."}).to_string());
+    run("Response", "plain text", &plain, 200);
+    let call = post_json(&url, key, &json!({"model": "agent-model", "input": "Weather in Paris?", "tools": tools}).to_string());
+    run("Response", "function call", &call, 200);
+    let id = serde_json::from_str::<serde_json::Value>(&call.body).map(|v| v["id"].as_str().unwrap_or_default().to_string()).unwrap_or_default();
+    let output = json!([{"type": "function_call_output", "call_id": "call_mock1", "output": "18C"}]);
+    let result = post_json(&url, key, &json!({"model": "agent-model", "previous_response_id": id, "input": output, "tools": tools}).to_string());
+    run("Response", "function result", &result, 200);
+    let stored = curl(&["-H", "Authorization: Bearer client-key-1", &format!("{url}/{id}")]);
+    run("Response", "retrieved", &stored, 200);
+    for (what, tools) in [("stream text", json!([])), ("stream function call", tools.clone())] {
+        let r = post_json(&url, key, &json!({"model": "agent-model", "input": "Weather in Paris?", "tools": tools, "stream": true}).to_string());
+        run("ResponseStreamEvent", what, &r, 200);
+    }
+    let missing = post_json(&url, key, &json!({"model": "agent-model", "input": "hi", "previous_response_id": "resp_nope"}).to_string());
+    run("ErrorResponse", "unknown previous_response_id", &missing, 404);
+    run("ErrorResponse", "bad input", &post_json(&url, key, r#"{"model": "agent-model", "input": 5}"#), 400);
     assert!(failures.is_empty(), "{}\n--- hermes ---\n{}", failures.join("\n\n"), h.log());
 }

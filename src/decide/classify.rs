@@ -9,6 +9,7 @@
 pub mod corpus;
 pub mod model;
 pub mod report;
+mod shipped;
 
 use crate::decide::privacy;
 use crate::doors::openai::ApiRequest;
@@ -131,7 +132,7 @@ pub struct Classifier {
 
 /// Where the weights come from.
 pub enum Weights {
-    /// Trained at start-up from the shipped corpus's training split.
+    /// Fitted on the shipped corpus's training split (once per build and vocabulary: see `shipped`).
     Shipped,
     /// A file written by `hermes classifier train`, or a model fitted here.
     Fitted(Arc<Model>),
@@ -173,7 +174,7 @@ impl Classifier {
                 match cached.as_ref().filter(|(k, _)| *k == key) {
                     Some((_, m)) => m.clone(),
                     None => {
-                        let m = Arc::new(Model::fit(&classifier.examples(&corpus::training(), 1.0), Fit::default()));
+                        let m = Arc::new(shipped::load_or_fit(&key, || Model::fit(&classifier.examples(&corpus::training(), 1.0), Fit::default())));
                         *cached = Some((key, m.clone()));
                         m
                     }

@@ -199,7 +199,7 @@ pub fn choose(
         } else if ask.local_only {
             ApiError::new(
                 Kind::NoBackend,
-                "This request must stay on a local backend (personal data or x-hermes-privacy: local) and no healthy local backend serves it; it was not sent anywhere.",
+                "This request must stay on a local backend (personal data, x-hermes-privacy: local, or a key with privacy local) and no healthy local backend serves it; it was not sent anywhere.",
             )
         } else if over_budget {
             ApiError::over_budget(ask.budget_cents, &rejected)

@@ -38,7 +38,6 @@ const ECHOED: &[(&str, Fallback)] = &[
     ("tools", || json!([])),
     ("top_p", || json!(1.0)),
     ("truncation", || json!("disabled")),
-    ("user", || Value::Null),
 ];
 
 /// A Responses request as a chat completions body. `earlier` is the stored conversation that
@@ -151,6 +150,20 @@ pub fn decode(body: &Map<String, Value>, id: String, earlier: Vec<Value>) -> Res
     for (key, default) in ECHOED {
         echo.insert(key.to_string(), body.get(*key).filter(|v| !v.is_null()).cloned().unwrap_or_else(default));
     }
+    // A function tool as the response object lists it: `strict` and `parameters` always there.
+    if let Some(Value::Array(tools)) = echo.get_mut("tools") {
+        for t in tools.iter_mut().filter(|t| t["type"] == "function") {
+            if let Some(t) = t.as_object_mut() {
+                for key in ["strict", "parameters"] {
+                    t.entry(key).or_insert(Value::Null);
+                }
+            }
+        }
+    }
+    // `user` is a string when given and absent otherwise (the schema has no null for it).
+    if let Some(user) = body.get("user").filter(|u| u.is_string()) {
+        echo.insert("user".into(), user.clone());
+    }
     let context = Context { id, created_at: crate::backends::now_secs(), store, echo, conversation };
     Ok((chat, context))
 }
@@ -249,7 +262,7 @@ fn content_part(p: &Value, at: &str) -> Result<Value, ApiError> {
 }
 
 fn usage(u: &Usage) -> Value {
-    json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": u.cached_tokens},
+    json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
            "output_tokens": u.completion_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens}, "total_tokens": u.prompt_tokens + u.completion_tokens})
 }
 
@@ -276,8 +289,11 @@ impl Context {
         };
         let mut r = json!({"id": self.id, "object": "response", "created_at": self.created_at, "status": status, "background": false,
                            "error": null, "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-                           "model": model, "output": output, "store": self.store,
-                           "usage": usage_of.map_or(Value::Null, usage)});
+                           "model": model, "output": output, "store": self.store});
+        // Absent until known: the published schema has no null for it.
+        if let Some(u) = usage_of {
+            r["usage"] = usage(u);
+        }
         for (k, v) in &self.echo {
             r[k] = v.clone();
         }

@@ -4,7 +4,7 @@
 use crate::doors::openai::Endpoint;
 use crate::doors::DoorKind;
 use crate::error::ApiError;
-use crate::ops::admin;
+use crate::ops::{admin, keys};
 use crate::pipeline::answer::{response_head, send_error, send_json, send_whole};
 use crate::pipeline::exchange::Exchange;
 use crate::pipeline::{admit, attempt, Downstream};
@@ -35,6 +35,8 @@ const PATHS: &[&str] = &[
     "/admin/stats",
     "/admin/compare",
     "/admin/migration",
+    "/admin/keys",
+    "/admin/teams",
 ];
 
 pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut D, ex: &mut Exchange) {
@@ -49,25 +51,28 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         ("POST", "/v1/responses") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Responses).await,
         ("POST", "/v1/messages") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Messages).await,
         ("POST", "/v1/messages/count_tokens") => match admit::authorize(gateway, down) {
-            Ok(()) => match down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await {
+            Ok(_) => match down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await {
                 Ok(raw) => crate::doors::openai::json_object(&raw).and_then(|b| crate::doors::messages::count_tokens(&b)).map(Answer::Json),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
         ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => match admit::authorize(gateway, down) {
-            Ok(()) => stored_response(gateway, &method, &p["/v1/responses/".len()..], down.client_key()).map(Answer::Json),
+            Ok(_) => stored_response(gateway, &method, &p["/v1/responses/".len()..], down.client_key()).map(Answer::Json),
             Err(e) => Err(e),
         },
         ("GET", "/health") => Ok(Answer::Json(admin::health(gateway))),
         ("GET", "/metrics") => Ok(Answer::Bytes(admin::metrics(gateway), "text/plain; version=0.0.4; charset=utf-8")),
         ("GET", "/v1/models") => match admit::authorize(gateway, down) {
-            Ok(()) => Ok(Answer::Bytes(admin::models(gateway).await, "application/json")),
+            Ok(_) => Ok(Answer::Bytes(admin::models(gateway).await, "application/json")),
             Err(e) => Err(e),
         },
         ("POST", "/feedback") => match admit::authorize(gateway, down) {
-            Ok(()) => match small_body(down).await {
-                Ok(body) => admin::rate(gateway, &body).await.map(Answer::Json),
+            Ok(caller) => match small_body(down).await {
+                Ok(body) => {
+                    let client = (!matches!(caller, crate::pipeline::exchange::Caller::Open)).then(|| crate::state::responses::owner(down.client_key()));
+                    admin::rate(gateway, &body, client.as_deref()).await.map(Answer::Json)
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -77,7 +82,9 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         | ("GET", "/admin/stats")
         | ("POST", "/admin/compare")
         | ("GET", "/admin/migration")
-        | ("POST", "/admin/migration") => operator(gateway, live, down, &method, &path).await,
+        | ("POST", "/admin/migration")
+        | ("GET" | "POST", "/admin/keys" | "/admin/teams") => operator(gateway, live, down, &method, &path).await,
+        ("GET" | "DELETE", p) if p.starts_with("/admin/keys/") => operator(gateway, live, down, &method, &path).await,
         (_, p) if PATHS.contains(&p) => Err(ApiError::method_not_allowed(&method, &path)),
         _ => Err(ApiError::unknown_path(&method, &path)),
     };
@@ -101,6 +108,12 @@ async fn operator<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut
         ("POST", "/admin/compare") => admin::compare(gateway, &small_body(down).await?).await?,
         ("GET", "/admin/migration") => admin::migration(gateway),
         ("POST", "/admin/migration") => admin::steer(gateway, &small_body(down).await?)?,
+        ("POST", "/admin/keys") => keys::create_key(gateway, &small_body(down).await?).await?,
+        ("GET", "/admin/keys") => keys::list_keys(gateway),
+        ("POST", "/admin/teams") => keys::create_team(gateway, &small_body(down).await?).await?,
+        ("GET", "/admin/teams") => keys::list_teams(gateway),
+        ("DELETE", p) if p.starts_with("/admin/keys/") => keys::revoke_key(gateway, &p["/admin/keys/".len()..]).await?,
+        ("GET", p) if p.starts_with("/admin/keys/") => keys::show_key(gateway, &p["/admin/keys/".len()..])?,
         _ => admin::backends(gateway),
     }))
 }

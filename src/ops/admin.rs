@@ -131,7 +131,7 @@ pub fn reload(live: &Live) -> Result<serde_json::Value, ApiError> {
 /// an answer, and/or their correction of its job type. The rating moves the learner at once and
 /// lands in `backend_performance.user_satisfaction`; the correction lands in
 /// `classifier_corrections`, which `hermes classifier train --from-db` learns from.
-pub async fn rate(gateway: &Gateway, body: &serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value, ApiError> {
+pub async fn rate(gateway: &Gateway, body: &serde_json::Map<String, serde_json::Value>, client: Option<&str>) -> Result<serde_json::Value, ApiError> {
     let request_id = match body.get("request_id") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         _ => return Err(ApiError::bad_request("`request_id` must be the x-hermes-request-id of an answer.", Some("request_id"))),
@@ -170,7 +170,9 @@ pub async fn rate(gateway: &Gateway, body: &serde_json::Map<String, serde_json::
             .map_err(|()| ApiError::rate_limited("Too many ratings of older requests at once; retry shortly.", 1))?,
         None => None,
     };
-    let Some(served) = served else {
+    // Only the client that made a request may rate it: another key's request does not exist
+    // for it (anyone else could steer everyone's routing).
+    let Some(served) = served.filter(|s| s.client.is_none() || s.client.as_deref() == client) else {
         return Err(ApiError::not_found(format!("No answered request has the id '{request_id}'."), "request_id", "request_not_found"));
     };
     // The features, not the text: a correction is kept without keeping the prompt.

@@ -4,6 +4,7 @@
 use crate::decide::classify::model::{Example, Fit, Model};
 use crate::decide::classify::report::Report;
 use crate::decide::classify::{corpus, Classifier, JobType, Weights};
+pub use crate::ops::remote::Method;
 use crate::ops::remote::{runtime, Asked, Remote};
 use crate::state::analytics::record::ComparisonRecord;
 use crate::state::analytics::stats_from_files;
@@ -235,4 +236,105 @@ pub fn classifier_train(data: &[PathBuf], from_db: Option<PathBuf>, out: Option<
 /// HERMES_DB_PATH as `.env` and the environment say.
 pub fn db_path(sources: &Sources) -> PathBuf {
     locate(sources, None).map_or_else(|_| PathBuf::from("./hermes.duckdb"), |w| w.db_path)
+}
+
+/// An admin call the key and team commands make: only a running gateway can answer it (it holds
+/// the keys, and DuckDB lets one process write the file).
+pub fn admin_call(method: Method, path: &str, body: Option<serde_json::Value>, url: Option<String>, sources: &Sources) -> Result<serde_json::Value, String> {
+    match locate(sources, url)?.remote.request(method, path, body)? {
+        Asked::Answer(v) => Ok(v),
+        Asked::NoGateway(why) => Err(format!("{why}: keys and teams live in the running gateway (start `hermes serve`, or give --url)")),
+    }
+}
+
+fn dollars(v: &serde_json::Value) -> String {
+    v.as_f64().map_or("-".to_string(), |d| format!("${d:.2}"))
+}
+
+fn or_dash(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `hermes keys create`: the key, once, and what it may do.
+pub fn render_new_key(v: &serde_json::Value) -> String {
+    format!(
+        "{}\n\nkey {} created; the line above is the only time it is shown (Hermes keeps a digest of it).\n{}",
+        v["key"].as_str().unwrap_or(""),
+        v["name"].as_str().unwrap_or(""),
+        render_key(v)
+    )
+}
+
+/// `hermes keys show`: one key's limits and its spend in the window.
+pub fn render_key(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let spend = &v["spend"];
+    let models = v["models"].as_array().filter(|m| !m.is_empty()).map_or("any".to_string(), |m| m.iter().map(or_dash).collect::<Vec<_>>().join(","));
+    let _ = writeln!(out, "name:      {}", or_dash(&v["name"]));
+    let _ = writeln!(out, "team:      {}", or_dash(&v["team"]));
+    let _ = writeln!(out, "status:    {}", if v["revoked_at"].is_null() { "active" } else { "revoked" });
+    let _ = writeln!(out, "budget:    {} per {} (on budget: {})", dollars(&v["budget_usd"]), or_dash(&v["budget_window"]), or_dash(&v["on_budget"]));
+    if !spend.is_null() {
+        let _ = writeln!(
+            out,
+            "spent:     {} of {} since {}, {} left; resets {}",
+            dollars(&spend["spent_usd"]),
+            dollars(&spend["budget_usd"]),
+            or_dash(&spend["window_start"]),
+            dollars(&spend["remaining_usd"]),
+            or_dash(&spend["resets_at"])
+        );
+    }
+    let _ = writeln!(out, "limits:    {} requests/min, {} tokens/min", or_dash(&v["rpm"]), or_dash(&v["tpm"]));
+    let _ = writeln!(out, "models:    {models}");
+    let _ = writeln!(out, "privacy:   {}", if v["privacy"] == "local" { "local backends only" } else { "by request" });
+    out
+}
+
+/// `hermes keys list`.
+pub fn render_keys(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<20} {:<12} {:<8} {:>10} {:>10} {:<6} {:>6} {:>8}", "name", "team", "status", "budget", "spent", "window", "rpm", "tpm");
+    let keys = v["keys"].as_array().cloned().unwrap_or_default();
+    for k in &keys {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<12} {:<8} {:>10} {:>10} {:<6} {:>6} {:>8}",
+            or_dash(&k["name"]),
+            or_dash(&k["team"]),
+            if k["revoked_at"].is_null() { "active" } else { "revoked" },
+            dollars(&k["budget_usd"]),
+            dollars(&k["spend"]["spent_usd"]),
+            or_dash(&k["budget_window"]),
+            or_dash(&k["rpm"]),
+            or_dash(&k["tpm"])
+        );
+    }
+    if keys.is_empty() {
+        out.push_str("(no keys yet: `hermes keys create --name NAME`)\n");
+    }
+    out
+}
+
+/// `hermes teams list` (and `create`).
+pub fn render_teams(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<16} {:>10} {:>10} {:<6} keys", "team", "budget", "spent", "window");
+    for t in v["teams"].as_array().into_iter().flatten() {
+        let keys: Vec<String> = t["keys"].as_array().into_iter().flatten().map(or_dash).collect();
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:>10} {:<6} {}",
+            or_dash(&t["name"]),
+            dollars(&t["budget_usd"]),
+            dollars(&t["spend"]["spent_usd"]),
+            or_dash(&t["budget_window"]),
+            if keys.is_empty() { "-".to_string() } else { keys.join(",") }
+        );
+    }
+    out
 }

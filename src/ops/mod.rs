@@ -1,4 +1,4 @@
-//! Operations beside the request path: the admin API, active health checks, migrations
+//! Operations beside the request path: the admin API (virtual keys and teams among it), active health checks, migrations
 //! (steering, shadow traffic, comparisons) and the `hermes` subcommands with their client for a
 //! running gateway.
 
@@ -6,6 +6,7 @@ pub mod admin;
 pub mod checks;
 pub mod cli;
 pub mod compare;
+pub mod keys;
 pub mod log_batch;
 pub mod migrate;
 pub mod remote;

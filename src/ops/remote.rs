@@ -1,5 +1,5 @@
 //! The client for a running gateway's admin API, for the `hermes` subcommands (stats, compare,
-//! migrate) that ask the gateway when one answers.
+//! migrate, keys, teams) that ask the gateway when one answers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,8 +22,22 @@ pub enum Asked {
     NoGateway(String),
 }
 
+/// The admin API's verbs.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
 impl Remote {
+    /// GET, or POST when there is a body.
     pub fn ask(&self, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
+        let method = if body.is_some() { Method::Post } else { Method::Get };
+        self.request(method, path, body)
+    }
+
+    pub fn request(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<Asked, String> {
         let (url, key) = (self.url.as_str(), self.admin_key.as_deref());
         runtime()?.block_on(async {
             let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(600));
@@ -33,9 +47,11 @@ impl Remote {
             }
             let client = builder.build().map_err(|e| e.to_string())?;
             let target = format!("{}{path}", url.trim_end_matches('/'));
-            let mut req = match &body {
-                Some(b) => client.post(&target).json(b),
-                None => client.get(&target),
+            let mut req = match (method, &body) {
+                (Method::Post, Some(b)) => client.post(&target).json(b),
+                (Method::Post, None) => client.post(&target),
+                (Method::Get, _) => client.get(&target),
+                (Method::Delete, _) => client.delete(&target),
             };
             if let Some(k) = key {
                 req = req.bearer_auth(k);

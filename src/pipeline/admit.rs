@@ -1,24 +1,41 @@
 //! Admission: the client's key, its rate limit, and the routing hints it sent. Anything wrong
 //! here is answered before the body is read.
 
+use super::exchange::Caller;
 use super::exchange::Exchange;
 use super::Downstream;
 use crate::error::ApiError;
 use crate::state::config::Criteria;
 use crate::state::gateway::Gateway;
+use crate::state::keys::VIRTUAL_PREFIX;
 use crate::state::limits::ClientVerdict;
 
-/// `Authorization: Bearer <key>` against HERMES_API_KEYS; open when none are configured.
-pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<(), ApiError> {
+/// The client's key (`Authorization: Bearer` or `x-api-key`) against HERMES_API_KEYS and the
+/// virtual keys. An `hk-` key must be a live virtual key, even on an open gateway; the gateway
+/// is open only while no keys of either kind exist.
+pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<Caller, ApiError> {
     let keys = &gateway.config.api_keys;
-    if keys.is_empty() {
-        return Ok(());
+    let given = down.client_key();
+    // Every static key is compared, each in constant time.
+    if given.is_some_and(|p| keys.iter().fold(false, |found, k| k.matches(p) | found)) {
+        return Ok(Caller::Static);
     }
-    match down.client_key() {
-        // Every key is compared, each in constant time.
-        Some(p) if keys.iter().fold(false, |found, k| k.matches(p) | found) => Ok(()),
+    let book = &gateway.shared.keys;
+    match given {
+        Some(k) if k.starts_with(VIRTUAL_PREFIX) => book.find(k).map(Caller::Virtual).ok_or_else(ApiError::unknown_virtual_key),
+        _ if keys.is_empty() && !book.any_live() => Ok(Caller::Open),
         _ => Err(ApiError::unauthorized()),
     }
+}
+
+/// A virtual key's requests per minute, before anything else is done for it.
+pub fn key_request_limit(gateway: &Gateway, caller: &Caller) -> Result<(), ApiError> {
+    let Some(key) = caller.key() else { return Ok(()) };
+    let Some(rpm) = key.spec.rpm else { return Ok(()) };
+    gateway.shared.key_limits.request(&key.spec.name, rpm).map_err(|wait| {
+        metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
+        ApiError::rate_limited(format!("The key '{}' may send {rpm} requests per minute.", key.spec.name), wait.as_secs_f64().ceil() as u64)
+    })
 }
 
 /// The per-request routing hints a client may send.

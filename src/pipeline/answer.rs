@@ -43,6 +43,12 @@ pub fn response_head(gateway: &Gateway, ex: &Exchange, status: u16) -> Head {
     if ex.cache_hit {
         h.set("x-hermes-cache", "hit");
     }
+    if let Some(left) = super::keyed::remaining_after(gateway, ex) {
+        h.set("x-hermes-budget-remaining-cents", format!("{left:.6}"));
+    }
+    if ex.budget_exhausted {
+        h.set("x-hermes-budget", "exhausted");
+    }
     h
 }
 

@@ -2,9 +2,9 @@
 //! candidates in order. Before the first byte reaches the client any failure fails over (what
 //! counts as one, and what comes next, is `decide::route::retry`); a client that leaves cancels.
 
-use super::admit::{authorize, client_limit, hint, hints};
+use super::admit::{authorize, client_limit, hint, hints, key_request_limit};
 use super::answer::{response_head, send_error, send_whole};
-use super::exchange::Exchange;
+use super::exchange::{Caller, Exchange};
 use super::relay::{relay_answer, Received, Relay, CLIENT_CLOSED};
 use super::Downstream;
 use crate::backends::reply::{AttemptError, Reply};
@@ -40,8 +40,25 @@ pub async fn serve<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut
     }
 }
 
+/// How many backends one request may try.
+fn max_attempts(gateway: &Gateway) -> usize {
+    let policy = &gateway.config.failover;
+    if policy.enabled {
+        policy.max_attempts as usize
+    } else {
+        1
+    }
+}
+
 async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut Exchange, endpoint: Endpoint) -> Result<(), ApiError> {
-    authorize(gateway, down)?;
+    ex.caller = authorize(gateway, down)?;
+    // Whose answers, cache entries and ratings: only a key the gateway checked names a client
+    // (on an open gateway any token would do).
+    ex.client = match ex.caller {
+        Caller::Open => None,
+        _ => Some(crate::state::responses::owner(down.client_key())),
+    };
+    key_request_limit(gateway, &ex.caller)?;
     client_limit(gateway, down, ex)?;
     let hints = hints(down)?;
     ex.debug = hint(down, "x-hermes-debug")?.is_some_and(|v| v != "0" && v != "false");
@@ -58,8 +75,16 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     super::record::implicit_feedback(gateway, &request, &ex.request_id);
     ex.job_type = Some(job.job_type);
     ex.complexity = Some(job.complexity);
+    let keyed = match &ex.caller {
+        Caller::Virtual(k) => Some(k.clone()),
+        _ => None,
+    };
+    let key = keyed.as_deref().map(|k| &k.spec);
+    if let Some(k) = key {
+        super::keyed::admit(gateway, ex, k, &request.model, job.prompt_tokens)?;
+    }
     let routing = &gateway.config.routing;
-    let local_only = hints.local_only || job.personal_data.is_some();
+    let local_only = hints.local_only || job.personal_data.is_some() || key.is_some_and(|k| k.privacy_local);
     let ask = Ask {
         model: &request.model,
         job: &job,
@@ -69,7 +94,11 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         local_only,
         pinned: hints.pinned.as_deref(),
     };
-    let decision = gateway.decide(&ask).inspect_err(|e| {
+    let decision = gateway.decide(&ask).and_then(|d| match key {
+        Some(k) => super::keyed::plan(gateway, ex, k, &ask, d, max_attempts(gateway)),
+        None => Ok(d),
+    });
+    let decision = decision.inspect_err(|e| {
         if e.status() == 402 {
             metrics::counter!("hermes_budget_rejections_total").increment(1);
         }
@@ -83,7 +112,12 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         rejected: decision.rejected,
     });
 
-    let cache_key = gateway.cache.key(&request, &raw, &[hints.pinned.as_deref(), hints.criteria.map(Criteria::as_str), local_only.then_some("local")]);
+    // The client's digest is part of the key: one tenant's answer is never another's hit.
+    let cache_key = gateway.cache.key(
+        &request,
+        &raw,
+        &[hints.pinned.as_deref(), hints.criteria.map(Criteria::as_str), local_only.then_some("local"), ex.client.as_deref()],
+    );
     if let Some(hit) = match cache_key {
         Some(k) => gateway.cache.get(k).await,
         None => None,
@@ -104,7 +138,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         _ => Vec::new(),
     };
     let policy = &gateway.config.failover;
-    let max_attempts = if policy.enabled { policy.max_attempts as usize } else { 1 };
+    let max_attempts = max_attempts(gateway);
     let mut tried: Vec<String> = Vec::new();
     let mut rate_limited = 0;
     let mut previous: Option<(usize, Reason)> = None;
@@ -145,7 +179,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         ex.attempts += 1;
         ex.backend = Some(candidate.backend);
         // Known to the learner before anything is sent: a rating may come with the first byte.
-        let expected = Served::new(job.job_type, Some(Band::of(job.complexity)), &cfg.name, gateway.model_label(Some(&candidate.model)));
+        let expected = Served::new(job.job_type, Some(Band::of(job.complexity)), &cfg.name, gateway.model_label(Some(&candidate.model))).by(ex.client.clone());
         gateway.learner().expect(&ex.request_id, expected);
         ex.model = Some(candidate.model.clone());
         relay.shadow = crate::ops::shadow::pick(gateway, candidate.backend, local_only);

@@ -4,6 +4,8 @@ use crate::backends::sse::Usage;
 use crate::decide::classify::JobType;
 use crate::state::analytics::record::{AttemptRecord, SelectionRecord};
 use crate::state::gateway::InFlight;
+use crate::state::keys::{KeyRecord, Reservation};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One request's story, filled in as it goes and recorded in `logging`.
@@ -47,6 +49,36 @@ pub struct Exchange {
     pub send_timeout: Duration,
     /// Counts the request in flight (shutdown waits for it) and pins its gateway generation.
     pub in_flight: Option<InFlight>,
+    /// Who asked: open, a static key, or a virtual key with its limits.
+    pub caller: Caller,
+    /// A SHA-256 of the client's key: whose cache entries, stored responses and ratings.
+    pub client: Option<String>,
+    /// What this request holds of its key's and team's budgets until it ends.
+    pub reservation: Option<Reservation>,
+    /// The key's budget is spent and `--on-budget local` sent the request to a free local backend.
+    pub budget_exhausted: bool,
+    /// The prompt tokens taken from the key's tokens per minute at admission.
+    pub tokens_held: u64,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No keys of any kind are configured: anyone may ask.
+    Open,
+    /// A key of HERMES_API_KEYS: no limits of its own.
+    Static,
+    /// A virtual key, with its limits and budget.
+    Virtual(Arc<KeyRecord>),
+}
+
+impl Caller {
+    pub fn key(&self) -> Option<&KeyRecord> {
+        match self {
+            Caller::Virtual(k) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 /// Whether `id` has the form of the request ids Hermes gives out (`req_` and 16 hex digits).
@@ -85,6 +117,11 @@ impl Exchange {
             abandoned: false,
             send_timeout: Duration::from_secs(30),
             in_flight: None,
+            caller: Caller::Open,
+            client: None,
+            reservation: None,
+            budget_exhausted: false,
+            tokens_held: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One request from admission to its record, whatever HTTP stack carries it: [`admit`] (the
-//! client's key, its rate limit, its routing hints), [`attempt`] (read and check the body,
+//! client's key, its rate limit, its routing hints), [`keyed`] (a virtual key's allowlist,
+//! tokens and budget), [`attempt`] (read and check the body,
 //! classify, plan, then try backends in order, failing over before the first byte), [`relay`]
 //! (the winning answer, whole or streamed), [`record`] (metrics, the learner, the analytics
 //! file). [`exchange`] is the story of one request as it goes; [`answer`] writes Hermes's own
@@ -9,6 +10,7 @@ pub mod admit;
 pub mod answer;
 pub mod attempt;
 pub mod exchange;
+pub mod keyed;
 pub mod record;
 pub mod relay;
 

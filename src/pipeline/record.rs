@@ -37,17 +37,19 @@ pub fn finish(ex: &mut Exchange, method: &str, path: &str) {
     if !ex.routed {
         return;
     }
+    super::keyed::settle(&gateway, ex);
     let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
     let total = ex.started.elapsed();
     // One line per API request; never headers or bodies (keys, prompts).
     log::info!(
-        "{} {method} {path} status={} backend={} model={:?} attempts={} ms={:.1}",
+        "{} {method} {path} status={} backend={} model={:?} attempts={} ms={:.1}{}",
         ex.request_id,
         ex.status,
         backend,
         ex.model.as_deref().unwrap_or("-"),
         ex.attempts,
-        total.as_secs_f64() * 1000.0
+        total.as_secs_f64() * 1000.0,
+        KeyName(ex.caller.key().map(|k| k.spec.name.as_str()))
     );
     telemetry::record_request(&RequestRecord {
         endpoint: ex.endpoint,
@@ -62,6 +64,18 @@ pub fn finish(ex: &mut Exchange, method: &str, path: &str) {
         cost_cents: ex.cost_cents,
     });
     remember(&gateway, ex, total);
+}
+
+/// ` key=NAME` in the log line of a virtual key's request (its name, never the key).
+struct KeyName<'a>(Option<&'a str>);
+
+impl std::fmt::Display for KeyName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, " key={name}"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
@@ -88,7 +102,9 @@ fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
     let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.clone());
     let answered = (200..300).contains(&ex.status);
     let served = match (answered, ex.job_type, &backend, &ex.model) {
-        (true, Some(job_type), Some(b), Some(m)) => Some(Served::new(job_type, ex.complexity.map(Band::of), b, gateway.model_label(Some(m)))),
+        (true, Some(job_type), Some(b), Some(m)) => {
+            Some(Served::new(job_type, ex.complexity.map(Band::of), b, gateway.model_label(Some(m))).by(ex.client.clone()))
+        }
         _ => None,
     };
     gateway.analytics().record(JobRecord {
@@ -117,6 +133,9 @@ fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
         response: ex.answer.take(),
         attempts: std::mem::take(&mut ex.tries),
         selection: ex.selection.take(),
+        key_name: ex.caller.key().map(|k| k.spec.name.clone()),
+        team: ex.caller.key().and_then(|k| k.spec.team.clone()),
+        client: ex.client.clone(),
     });
     // After the record is queued, so a rating that follows finds its rows in the file.
     if let Some(s) = served {

@@ -38,6 +38,9 @@ pub enum Event {
     ResponseDeleted(String),
     /// Stored responses created before this many seconds since the epoch are past retention.
     ForgetResponsesBefore(u64),
+    /// A virtual key made, changed or revoked; a team made or changed.
+    Key(Arc<crate::state::keys::KeyRecord>),
+    Team(Arc<crate::state::keys::TeamRecord>),
     /// Write everything received so far, then answer.
     Flush(Sender<()>),
 }
@@ -87,6 +90,8 @@ pub struct Memory {
     pub recent_choices: Vec<(String, String)>,
     /// Stored responses, newest first.
     pub responses: Vec<crate::state::responses::Stored>,
+    /// The virtual keys and teams, and what each spent in its budget's current window.
+    pub keys: crate::state::keys::KeyBook,
 }
 
 impl Analytics {
@@ -115,6 +120,7 @@ impl Analytics {
                         seeds: query::seeds(&conn).map_err(|e| e.to_string())?,
                         recent_choices: query::recent_choices(&conn).map_err(|e| e.to_string())?,
                         responses: query::stored_responses(&conn).map_err(|e| e.to_string())?,
+                        keys: query::key_book(&conn).map_err(|e| e.to_string())?,
                     };
                     let writer = writer::Writer::new(conn, writer_queued, writer_lost, writer_priority).map_err(|e| e.to_string())?;
                     Ok((writer, memory))
@@ -138,7 +144,7 @@ impl Analytics {
     #[cfg(not(feature = "analytics"))]
     pub fn open(path: &Path, _queue: usize, _memory_mb: u64) -> Result<(Analytics, Memory), String> {
         log::warn!("{NOT_BUILT_IN}: nothing is written to {}", path.display());
-        Ok((Analytics::disabled(), Memory { seeds: Vec::new(), recent_choices: Vec::new(), responses: Vec::new() }))
+        Ok((Analytics::disabled(), Memory { seeds: Vec::new(), recent_choices: Vec::new(), responses: Vec::new(), keys: Default::default() }))
     }
 
     /// Records go nowhere (tests of other parts, `check-config`).

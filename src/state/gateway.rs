@@ -57,6 +57,10 @@ pub struct Shared {
     pub conversations: Arc<Conversations>,
     /// Stored responses of the Responses API.
     pub responses: Arc<crate::state::responses::ResponseStore>,
+    /// Virtual keys, teams and their spend.
+    pub keys: Arc<crate::state::keys::KeyBook>,
+    /// Each virtual key's requests and tokens per minute.
+    pub key_limits: Arc<crate::state::limits::KeyLimits>,
 }
 
 impl Shared {
@@ -66,6 +70,8 @@ impl Shared {
         let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
         let responses = crate::state::responses::ResponseStore::new(config.responses_retention, analytics.clone(), memory.responses);
         Ok(Shared {
+            keys: Arc::new(memory.keys),
+            key_limits: Arc::default(),
             responses: Arc::new(responses),
             in_flight: Arc::new(AtomicUsize::new(0)),
             learner: Arc::new(learner),
@@ -83,6 +89,8 @@ impl Shared {
             learner: Arc::new(Learner::new(config.random_seed)),
             analytics: Analytics::disabled(),
             responses: Arc::new(crate::state::responses::ResponseStore::new(config.responses_retention, Analytics::disabled(), Vec::new())),
+            keys: Arc::default(),
+            key_limits: Arc::default(),
             helm: Arc::default(),
             readings: Arc::default(),
             conversations: Arc::default(),

@@ -250,11 +250,18 @@ pub struct Served {
     pub backend: String,
     pub model: String,
     pub rating: Option<u8>,
+    /// A digest of the client key that made the request: only it may rate the answer.
+    pub client: Option<String>,
 }
 
 impl Served {
     pub fn new(job_type: JobType, band: Option<Band>, backend: &str, model: &str) -> Served {
-        Served { job_type, band, backend: backend.to_string(), model: model.to_string(), rating: None }
+        Served { job_type, band, backend: backend.to_string(), model: model.to_string(), rating: None, client: None }
+    }
+
+    /// The same, made by the client with this key digest (None: an open gateway's caller).
+    pub fn by(self, client: Option<String>) -> Served {
+        Served { client, ..self }
     }
 }
 

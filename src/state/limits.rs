@@ -77,3 +77,88 @@ impl Limits {
         }
     }
 }
+
+/// Per virtual key: requests per minute (governor: the whole minute's allowance usable at once,
+/// refilled continuously) and prompt-plus-completion tokens per minute.
+#[derive(Default)]
+pub struct KeyLimits {
+    requests: std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
+    tokens: std::sync::Mutex<std::collections::HashMap<String, TokenBucket>>,
+}
+
+/// Tokens per minute as a bucket that refills continuously and that an answer may overdraw: a
+/// request takes its prompt's tokens when admitted and its answer's when they are known, so
+/// a long answer makes the next request wait rather than being cut off.
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    level: f64,
+    per_minute: u32,
+    at: std::time::Instant,
+}
+
+impl TokenBucket {
+    fn refilled(mut self, per_minute: u32) -> TokenBucket {
+        let now = std::time::Instant::now();
+        let cap = f64::from(per_minute);
+        self.level = (self.level + now.duration_since(self.at).as_secs_f64() * cap / 60.0).min(cap);
+        TokenBucket { per_minute, at: now, ..self }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KeyLimits {
+    /// One request of `key` under its `rpm`; Err(wait) when it has none left.
+    pub fn request(&self, key: &str, rpm: u32) -> Result<(), Duration> {
+        let Some(quota) = per_minute(rpm) else { return Ok(()) };
+        let limiter = lock(&self.requests).entry((key.to_string(), rpm)).or_insert_with(|| Arc::new(DefaultDirectRateLimiter::direct(quota))).clone();
+        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Takes a prompt's `tokens` under `tpm`; Err(wait) while the bucket cannot hold them (a
+    /// prompt larger than the whole minute needs a full bucket).
+    pub fn take_tokens(&self, key: &str, tpm: u32, tokens: u64) -> Result<(), Duration> {
+        if tpm == 0 {
+            return Ok(());
+        }
+        let mut buckets = lock(&self.tokens);
+        let cap = f64::from(tpm);
+        let b = buckets.entry(key.to_string()).or_insert(TokenBucket { level: cap, per_minute: tpm, at: std::time::Instant::now() });
+        *b = b.refilled(tpm);
+        let need = (tokens as f64).min(cap);
+        if b.level < need {
+            return Err(Duration::from_secs_f64((need - b.level) * 60.0 / cap));
+        }
+        b.level -= tokens as f64;
+        Ok(())
+    }
+
+    /// Charges `tokens` more (the real usage beyond what admission took; fewer gives some back)
+    /// to the key's bucket, overdrawing it if need be.
+    pub fn charge_tokens(&self, key: &str, tokens: i64) {
+        if let Some(b) = lock(&self.tokens).get_mut(key) {
+            *b = b.refilled(b.per_minute);
+            b.level -= tokens as f64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keys_minute_is_usable_at_once_and_long_answers_overdraw_its_tokens() {
+        let l = KeyLimits::default();
+        assert!((0..5).all(|_| l.request("k", 5).is_ok()));
+        assert!(l.request("k", 5).is_err());
+        assert!(l.request("other", 5).is_ok(), "keys are counted apart");
+        assert!(l.take_tokens("k", 1000, 400).is_ok());
+        l.charge_tokens("k", 700);
+        let wait = l.take_tokens("k", 1000, 10).unwrap_err();
+        assert!(wait > Duration::from_secs(6), "100 tokens short at 1000 a minute: {wait:?}");
+        assert!(l.take_tokens("big", 1000, 5000).is_ok(), "a full bucket takes any prompt");
+    }
+}

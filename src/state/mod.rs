@@ -1,6 +1,6 @@
 //! What outlives one request: the checked configuration, the running gateway (one generation
 //! per configuration) with its health board, model catalog, rate limits and answer cache, what
-//! was learned, the analytics file, and the metrics.
+//! was learned, the virtual keys and their spend, the analytics file, and the metrics.
 
 pub mod analytics;
 pub mod cache;
@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod config;
 pub mod gateway;
 pub mod health;
+pub mod keys;
 pub mod learn;
 pub mod limits;
 pub mod responses;

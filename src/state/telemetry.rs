@@ -49,6 +49,7 @@ fn describe() {
     describe_histogram!("hermes_overhead_seconds", Unit::Seconds, "Hermes's own time per request: total minus time waiting on backends.");
     describe_counter!("hermes_failovers_total", "Requests sent on to another backend, by from, to and reason.");
     describe_counter!("hermes_tokens_total", "Tokens by backend, model and direction (input, output), from upstream usage.");
+    describe_gauge!("hermes_key_spend_cents_total", "Running total of estimated spend in US cents by virtual key (its name) and team (only grows).");
     describe_gauge!("hermes_cost_cents_total", "Running total of estimated spend in US cents, by backend and model (only grows; use rate/increase).");
     describe_gauge!("hermes_backend_healthy", "1 when a backend is taking traffic, 0 when it is marked unhealthy.");
     describe_gauge!("hermes_backend_in_flight", "Requests currently at a backend.");

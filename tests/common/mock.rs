@@ -15,6 +15,8 @@ use std::time::Duration;
 pub enum Mode {
     /// Answer normally; streams pace their events `gap` apart.
     Ok { gap: Duration },
+    /// Answer normally after this long, whole answers too (requests that overlap).
+    Delay(Duration),
     /// Answer every call with this status and an OpenAI error body.
     Status(u16),
     /// Accept the call and never answer.
@@ -173,6 +175,10 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             return error_response(500, &name);
         }
         Mode::Ok { gap } => gap,
+        Mode::Delay(d) => {
+            tokio::time::sleep(d).await;
+            Duration::ZERO
+        }
         _ => Duration::ZERO,
     };
     if matches!(mode, Mode::Agent) {

@@ -6,7 +6,8 @@ Usage:
 
 SCHEMA_NAME  a schema in tests/data/openapi/ without ".json", e.g.
              CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
-             CreateEmbeddingResponse, ErrorResponse, ListModelsResponse
+             CreateEmbeddingResponse, ErrorResponse, ListModelsResponse,
+             Response, ResponseStreamEvent
              (a path to a .json schema file is accepted too).
 FILE         a file holding either one JSON document, or a Server-Sent-Events
              stream body ("data: {...}" events separated by blank lines,
@@ -21,7 +22,10 @@ Stream handling:
     "error event", checked against ErrorResponse.json when that file exists
     (schema violations there count as errors), but its presence alone does
     not make the run fail;
-  * comment lines (": ...") and `id:` / `retry:` fields are ignored.
+  * comment lines (": ...") and `id:` / `retry:` fields are ignored;
+  * against ResponseStreamEvent every named event (error too) is validated
+    against the schema, its name must equal its data's `type`, and no
+    [DONE] is expected.
 
 Every error is printed with the JSON path of the offending value inside its
 document ($ = document root). Exit status: 0 if everything is valid, 1 on any
@@ -169,6 +173,8 @@ def main(argv):
 
     chunks = error_events = 0
     done_seen = False
+    # Responses streams name every event and end without [DONE].
+    named_events = os.path.basename(name).startswith("ResponseStreamEvent")
     for n, (event, data, line) in enumerate(parse_sse(text), 1):
         where = "event #%d (line %d)" % (n, line)
         if event == "(bad-line)":
@@ -188,6 +194,16 @@ def main(argv):
             print("ERROR %s: data is not JSON (%s): %s" % (where, exc, short(data)))
             total_errors += 1
             continue
+        if named_events:
+            # Responses streams: every event, `error` included, is one of the schema's union and
+            # carries its own name as `type`.
+            kind = doc.get("type") if isinstance(doc, dict) else None
+            if kind != event:
+                print("ERROR %s: event name %r but data type %r" % (where, event, kind))
+                total_errors += 1
+            chunks += 1
+            total_errors += report_errors(validator, doc, "event %s %s" % (event, where))
+            continue
         is_error_event = event == "error" or (
             isinstance(doc, dict) and "error" in doc and "object" not in doc)
         if is_error_event:
@@ -203,7 +219,7 @@ def main(argv):
         chunks += 1
         total_errors += report_errors(validator, doc, "chunk " + where)
 
-    if not done_seen:
+    if not done_seen and not named_events:
         print("warning: stream has no 'data: [DONE]'")
     summary = "%d chunk(s), %d error event(s), [DONE] %s" % (
         chunks, error_events, "seen" if done_seen else "missing")

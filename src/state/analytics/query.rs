@@ -92,22 +92,74 @@ pub fn stored_responses(conn: &Connection) -> duckdb::Result<Vec<crate::state::r
     rows.collect()
 }
 
+/// The virtual keys and teams, and each budget's spend in its current window (the jobs rows are
+/// the ledger: a restart loses no spend that was written).
+pub fn key_book(conn: &Connection) -> duckdb::Result<crate::state::keys::KeyBook> {
+    use crate::state::keys::{Budget, KeyBook, KeyRecord, Scope, TeamRecord, Window};
+    let secs = |v: Option<i64>| v.map(|s| s.max(0) as u64);
+    let mut stmt = conn.prepare("SELECT digest, settings, epoch(created_date)::BIGINT, epoch(revoked_date)::BIGINT FROM virtual_keys")?;
+    let keys: Vec<KeyRecord> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, Option<i64>>(3)?)))?
+        .filter_map(|row| {
+            let (digest, settings, created, revoked) = row.ok()?;
+            let spec = serde_json::from_str(&settings).ok()?;
+            Some(KeyRecord { spec, digest, created_at: secs(created).unwrap_or(0), revoked_at: secs(revoked) })
+        })
+        .collect();
+    let mut stmt = conn.prepare("SELECT name, budget_cents, budget_window, epoch(created_date)::BIGINT FROM teams")?;
+    let teams: Vec<TeamRecord> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<f64>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<i64>>(3)?)))?
+        .filter_map(Result::ok)
+        .map(|(name, cents, window, created)| TeamRecord {
+            name,
+            budget: cents.map(|cents| Budget { cents, window: window.as_deref().and_then(Window::parse).unwrap_or_default() }),
+            created_at: secs(created).unwrap_or(0),
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let mut spent = Vec::new();
+    let scopes = keys.iter().filter_map(|k| k.spec.budget.map(|b| (Scope::Key(k.spec.name.clone()), "key_name", b)));
+    let scopes: Vec<_> = scopes.chain(teams.iter().filter_map(|t| t.budget.map(|b| (Scope::Team(t.name.clone()), "team", b)))).collect();
+    for (scope, column, budget) in scopes {
+        let name = match &scope {
+            Scope::Key(n) | Scope::Team(n) => n.clone(),
+        };
+        let since = budget.window.around(now).0.timestamp_micros();
+        let cents: f64 = conn.query_row(
+            &format!("SELECT coalesce(sum(cost_cents), 0) FROM jobs WHERE {column} = ? AND created_date >= make_timestamp(?)"),
+            duckdb::params![name, since],
+            |r| r.get(0),
+        )?;
+        spent.push((scope, cents));
+    }
+    Ok(KeyBook::restored(keys, teams, spent))
+}
+
 /// Where a request was answered, and its current rating, if the file has it.
 pub fn served(conn: &Connection, request_id: &str) -> duckdb::Result<Option<Served>> {
     let mut stmt = conn.prepare(
-        "SELECT job_type, backend, model_used, user_satisfaction, job_complexity FROM backend_performance
-         WHERE job_id = ? AND success ORDER BY attempt DESC LIMIT 1",
+        "SELECT p.job_type, p.backend, p.model_used, p.user_satisfaction, p.job_complexity,
+                (SELECT j.client FROM jobs j WHERE j.id = p.job_id LIMIT 1)
+         FROM backend_performance p WHERE p.job_id = ? AND p.success ORDER BY p.attempt DESC LIMIT 1",
     )?;
     let mut rows = stmt.query_map([request_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i32>>(3)?, r.get::<_, Option<f64>>(4)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<i32>>(3)?,
+            r.get::<_, Option<f64>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+        ))
     })?;
     Ok(match rows.next().transpose()? {
-        Some((job, backend, model, rating, complexity)) => JobType::parse(&job).map(|job_type| Served {
+        Some((job, backend, model, rating, complexity, client)) => JobType::parse(&job).map(|job_type| Served {
             job_type,
             band: complexity.map(crate::state::learn::Band::of),
             backend,
             model,
             rating: rating.map(|r| r.clamp(1, 5) as u8),
+            client,
         }),
         None => None,
     })

@@ -32,6 +32,11 @@ pub struct JobRecord {
     pub response: Option<String>,
     pub attempts: Vec<AttemptRecord>,
     pub selection: Option<SelectionRecord>,
+    /// The virtual key's name and team, for a request that carried one.
+    pub key_name: Option<String>,
+    pub team: Option<String>,
+    /// A SHA-256 of the client's key (any key, or none): ratings come only from the same client.
+    pub client: Option<String>,
 }
 
 /// One try at one backend (`backend_performance`).

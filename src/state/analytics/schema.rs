@@ -179,6 +179,32 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         ALTER TABLE jobs ADD COLUMN reasoning_tokens BIGINT;
         ",
     ),
+    (
+        6,
+        "virtual keys and teams; each job's key, team and client",
+        "
+        -- `hermes keys create`: a key's settings and the SHA-256 of its secret, never the secret.
+        CREATE TABLE virtual_keys (
+            name VARCHAR PRIMARY KEY,
+            team VARCHAR,
+            digest VARCHAR NOT NULL,
+            settings VARCHAR NOT NULL,          -- JSON: budget, window, rpm, tpm, models, privacy, on_budget
+            created_date TIMESTAMP NOT NULL,
+            revoked_date TIMESTAMP
+        );
+        CREATE TABLE teams (
+            name VARCHAR PRIMARY KEY,
+            budget_cents DOUBLE,
+            budget_window VARCHAR,
+            created_date TIMESTAMP NOT NULL
+        );
+        -- The virtual key's name and team of a keyed request; client is a SHA-256 of whatever key
+        -- the request carried (a rating is taken only from the same client).
+        ALTER TABLE jobs ADD COLUMN key_name VARCHAR;
+        ALTER TABLE jobs ADD COLUMN team VARCHAR;
+        ALTER TABLE jobs ADD COLUMN client VARCHAR;
+        ",
+    ),
 ];
 
 pub fn latest() -> i32 {
@@ -226,10 +252,10 @@ mod tests {
         assert_eq!(migrate_to(&conn, 1).unwrap(), vec![1]);
         assert_eq!(current_version(&conn).unwrap(), 1);
         // A file at version 1 gains what came after, and nothing runs twice.
-        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3, 4, 5]);
+        assert_eq!(migrate_to(&conn, latest()).unwrap(), vec![2, 3, 4, 5, 6]);
         assert!(migrate_to(&conn, latest()).unwrap().is_empty());
         let n: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
         for table in [
             "backends",
             "jobs",
@@ -240,6 +266,8 @@ mod tests {
             "migration_steps",
             "classifier_corrections",
             "responses",
+            "virtual_keys",
+            "teams",
         ] {
             let _: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
         }

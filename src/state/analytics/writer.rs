@@ -140,6 +140,29 @@ impl Writer {
                     log::warn!("analytics: stored responses past retention not deleted: {e}");
                 }
             }
+            Event::Key(k) => {
+                let at = |secs: u64| Value::Timestamp(TimeUnit::Microsecond, (secs as i64).saturating_mul(1_000_000));
+                let settings = serde_json::to_string(&k.spec).unwrap_or_default();
+                let written = self.conn.execute(
+                    "INSERT OR REPLACE INTO virtual_keys VALUES (?, ?, ?, ?, ?, ?)",
+                    params![k.spec.name, k.spec.team, k.digest, settings, at(k.created_at), k.revoked_at.map(at)],
+                );
+                if let Err(e) = written {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    log::error!("analytics: key {} was not written: {e}", k.spec.name);
+                }
+            }
+            Event::Team(t) => {
+                let at = Value::Timestamp(TimeUnit::Microsecond, (t.created_at as i64).saturating_mul(1_000_000));
+                let written = self.conn.execute(
+                    "INSERT OR REPLACE INTO teams VALUES (?, ?, ?, ?)",
+                    params![t.name, t.budget.map(|b| b.cents), t.budget.map(|b| b.window.as_str()), at],
+                );
+                if let Err(e) = written {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    log::error!("analytics: team {} was not written: {e}", t.name);
+                }
+            }
             Event::Flush(done) => {
                 self.flush();
                 self.update_backend_totals();
@@ -238,6 +261,9 @@ impl Writer {
                     j.response,
                     j.cached_tokens,
                     j.reasoning_tokens,
+                    j.key_name,
+                    j.team,
+                    j.client,
                 ])?;
                 rows += 1;
             }
@@ -421,5 +447,6 @@ fn served_of(j: &JobRecord) -> Option<crate::state::learn::Served> {
         backend: answered.backend.clone(),
         model: answered.model.clone(),
         rating: None,
+        client: j.client.clone(),
     })
 }

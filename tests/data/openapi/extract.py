@@ -2,7 +2,7 @@
 """Extract self-contained JSON Schemas (draft 2020-12) from OpenAI's OpenAPI spec.
 
 Usage:
-    python extract.py PATH/TO/openapi.yaml|openapi.json [OUT_DIR] [SCHEMA_NAME ...]
+    python extract.py [--defs] PATH/TO/openapi.yaml|openapi.json [OUT_DIR] [SCHEMA_NAME ...]
 
 OUT_DIR defaults to the directory of this script. Without SCHEMA_NAMEs the
 default set used by the Hermes integration tests is extracted.
@@ -35,7 +35,8 @@ DEFAULT_NAMES = [
     "ListModelsResponse",
 ]
 
-DROP_KEYS = {"example", "discriminator", "xml", "externalDocs", "nullable"}
+# $recursiveAnchor: 2019-09 only (with $ref kept by reference it is not needed).
+DROP_KEYS = {"example", "discriminator", "xml", "externalDocs", "nullable", "$recursiveAnchor"}
 ANNOTATION_KEYS = {"description", "title", "default", "deprecated", "examples",
                    "readOnly", "writeOnly", "$comment"}
 REF_PREFIX = "#/components/schemas/"
@@ -60,8 +61,9 @@ def load_spec(path):
 
 
 class Extractor:
-    def __init__(self, components):
+    def __init__(self, components, by_reference=False):
         self.components = components
+        self.by_reference = by_reference
         self.defs = {}
 
     def target(self, ref):
@@ -81,7 +83,7 @@ class Extractor:
         if "$ref" in node:
             name = self.target(node["$ref"])
             siblings = {k: v for k, v in node.items() if k != "$ref"}
-            if name in stack:  # recursion: keep as a $defs reference
+            if name in stack or self.by_reference:  # recursion (or asked): a $defs reference
                 if name not in self.defs:
                     self.defs[name] = None  # placeholder against re-entry
                     self.defs[name] = self.convert(self.components[name], stack + [name])
@@ -143,10 +145,14 @@ def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
+    # --defs: every referenced schema once under $defs instead of inlined at each use (the
+    # Responses schemas reference the same items hundreds of times: 9 MB inlined, far less so).
+    by_reference = "--defs" in argv
+    argv = [a for a in argv if a != "--defs"]
     spec = load_spec(argv[1])
     out_dir = argv[2] if len(argv) > 2 else os.path.dirname(os.path.abspath(__file__))
     names = argv[3:] or DEFAULT_NAMES
-    ex = Extractor(spec["components"]["schemas"])
+    ex = Extractor(spec["components"]["schemas"], by_reference)
     for name in names:
         doc = ex.extract(name)
         path = os.path.join(out_dir, name + ".json")

@@ -1,0 +1,99 @@
+//! What a virtual key adds to a request: its model allowlist and tokens per minute when the body
+//! is read, its budget on the plan (a reservation of the plan's most expensive try, or only the
+//! free local backends once the budget is spent), and the settlement when the request ends.
+
+use super::exchange::{Caller, Exchange};
+use crate::decide::route::{Ask, Decision};
+use crate::error::ApiError;
+use crate::state::gateway::Gateway;
+use crate::state::keys::{KeySpec, OnBudget, Scope};
+
+/// The model is one the key may use, and its prompt fits the key's tokens per minute (the
+/// estimate is taken now, the rest of the real usage when the request ends).
+pub fn admit(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, model: &str, prompt_tokens: u64) -> Result<(), ApiError> {
+    if !allowed(key, model) && model != "auto" {
+        return Err(ApiError::model_not_allowed(&key.name, model));
+    }
+    if let Some(tpm) = key.tpm {
+        gateway.shared.key_limits.take_tokens(&key.name, tpm, prompt_tokens).map_err(|wait| {
+            metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
+            ApiError::rate_limited(format!("The key '{}' may use {tpm} tokens per minute.", key.name), wait.as_secs_f64().ceil() as u64)
+        })?;
+        ex.tokens_held = prompt_tokens;
+    }
+    Ok(())
+}
+
+fn allowed(key: &KeySpec, model: &str) -> bool {
+    key.models.is_empty() || key.models.iter().any(|m| m == model)
+}
+
+/// The plan as the key's allowlist and budget leave it. The budget holds the cost of the
+/// dearest try the plan may make, so that requests in flight together cannot overspend it.
+pub fn plan(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, ask: &Ask<'_>, mut decision: Decision, attempts: usize) -> Result<Decision, ApiError> {
+    decision.candidates.retain(|c| allowed(key, &c.model));
+    if decision.candidates.is_empty() {
+        return Err(ApiError::model_not_allowed(&key.name, ask.model));
+    }
+    let estimate = decision.candidates.iter().take(attempts).map(|c| c.estimated_cost_cents).fold(0.0, f64::max);
+    let spent = match gateway.shared.keys.reserve(key, estimate) {
+        Ok(r) => {
+            ex.reservation = Some(r);
+            return Ok(decision);
+        }
+        Err(spent) => spent,
+    };
+    let whose = match &spent.scope {
+        Scope::Key(n) => format!("the key '{n}'"),
+        Scope::Team(n) => format!("the team '{n}'"),
+    };
+    if key.on_budget == OnBudget::Refuse {
+        return Err(ApiError::key_budget_spent(&whose, &spent, ""));
+    }
+    // `--on-budget local`: free local backends only, never a paid one.
+    let local = Ask {
+        model: ask.model,
+        job: ask.job,
+        criteria: ask.criteria,
+        criteria_requested: ask.criteria_requested,
+        budget_cents: 0.0,
+        local_only: true,
+        pinned: None,
+    };
+    let refused = || ApiError::key_budget_spent(&whose, &spent, &format!(", and no free local backend serves `{}`", ask.model));
+    let mut free = gateway.decide(&local).map_err(|_| refused())?;
+    free.candidates.retain(|c| allowed(key, &c.model) && c.estimated_cost_cents == 0.0 && gateway.config.backends[c.backend].kind.is_local());
+    if free.candidates.is_empty() {
+        return Err(refused());
+    }
+    ex.budget_exhausted = true;
+    Ok(free)
+}
+
+/// The request has ended: its hold on the budget becomes what it cost, and its answer's tokens
+/// count against the key's minute.
+pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
+    let Caller::Virtual(key) = &ex.caller else { return };
+    let key = key.clone();
+    let cost = ex.cost_cents.unwrap_or(0.0);
+    if let Some(r) = ex.reservation.take() {
+        gateway.shared.keys.settle(&r, cost);
+    }
+    if let (Some(_), Some(u)) = (key.spec.tpm, ex.usage) {
+        let used = u.prompt_tokens + u.completion_tokens;
+        gateway.shared.key_limits.charge_tokens(&key.spec.name, used as i64 - ex.tokens_held as i64);
+    }
+    if cost > 0.0 {
+        let team = key.spec.team.clone().unwrap_or_default();
+        metrics::gauge!("hermes_key_spend_cents_total", "key" => key.spec.name.clone(), "team" => team).increment(cost);
+    }
+}
+
+/// `x-hermes-budget-remaining-cents`: what the tightest budget over the key and its team has
+/// left after this answer (its cost when known, else what it holds).
+pub fn remaining_after(gateway: &Gateway, ex: &Exchange) -> Option<f64> {
+    let key = ex.caller.key()?;
+    let left = gateway.shared.keys.remaining(&key.spec)?;
+    let this = ex.cost_cents.or(ex.reservation.as_ref().map(|r| r.cents)).unwrap_or(0.0);
+    Some((left - this).max(0.0))
+}
