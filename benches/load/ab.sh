@@ -5,10 +5,11 @@
 #
 #   git worktree add /tmp/before <commit> && (cd /tmp/before && cargo build --release --bin hermes) \
 #     && cp $CARGO_TARGET_DIR/release/hermes /tmp/hermes-before   # then rebuild this checkout
-#   RUNS=3 benches/load/ab.sh /tmp/hermes-before                   # DURATION=3 LITELLM=0 STREAMS=1000 by default
+#   RUNS=3 benches/load/ab.sh /tmp/hermes-before /tmp/before/policies   # DURATION=3 LITELLM=0 STREAMS=1000 by default
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OLD="${1:?usage: benches/load/ab.sh OLD_HERMES_BINARY}"
+OLD="${1:?usage: benches/load/ab.sh OLD_HERMES_BINARY [OLD_POLICIES_DIR]}"
+OLD_POLICIES="${2:-}"
 RUNS="${RUNS:-3}"
 export DURATION="${DURATION:-3}" LITELLM="${LITELLM:-0}" STREAMS="${STREAMS:-1000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
@@ -18,8 +19,9 @@ cp "$CARGO_TARGET_DIR/release/hermes" "$NEW"
 out="${AB_OUT:-$(mktemp -d)}"
 for i in $(seq 1 "$RUNS"); do
   for side in old new; do
-    bin=$OLD; [ "$side" = new ] && bin=$NEW
-    HERMES_BINARY="$bin" benches/load/run.sh > "$out/$side.$i.md" 2>"$out/$side.$i.err"
+    bin=$OLD; policies=$OLD_POLICIES
+    [ "$side" = new ] && bin=$NEW && policies=""
+    HERMES_BINARY="$bin" HERMES_POLICIES="$policies" benches/load/run.sh > "$out/$side.$i.md" 2>"$out/$side.$i.err"
     echo "run $i $side done" >&2
   done
 done

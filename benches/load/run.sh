@@ -27,7 +27,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
 cargo build --release --bin hermes -q
-# HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness.
+# HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness;
+# HERMES_POLICIES=dir gives it that build's policies/ (an older build refuses newer fields).
 HERMES="${HERMES_BINARY:-$CARGO_TARGET_DIR/release/hermes}"
 LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable") and j["target"]["name"] == "streamload"][-1])')
@@ -76,7 +77,7 @@ hermes() {
   local name=$1 upstream=$2 p; p=$(port)
   HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_BACKENDS_ENABLED=bench \
     BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$upstream/v1 BACKEND_BENCH_MODELS=bench-model \
-    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$HERMES" serve > "$work/$name.log" 2>&1 &
+    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$HERMES" serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > "$work/$name.log" 2>&1 &
   echo $! > "$work/$name.pid"
   for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
   echo "$p"
