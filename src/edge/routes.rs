@@ -69,10 +69,7 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         },
         ("POST", "/feedback") => match admit::authorize(gateway, down) {
             Ok(caller) => match small_body(down).await {
-                Ok(body) => {
-                    let client = (!matches!(caller, crate::pipeline::exchange::Caller::Open)).then(|| crate::state::responses::owner(down.client_key()));
-                    admin::rate(gateway, &body, client.as_deref()).await.map(Answer::Json)
-                }
+                Ok(body) => admin::rate(gateway, &body, admit::client_of(&caller, down).as_deref()).await.map(Answer::Json),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),

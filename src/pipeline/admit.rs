@@ -28,6 +28,15 @@ pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<Caller, A
     }
 }
 
+/// Whose a request is (its answers in the cache, its ratings): a digest of a key the gateway
+/// checked. None on an open gateway, where any token would do.
+pub fn client_of<D: Downstream>(caller: &Caller, down: &D) -> Option<String> {
+    match caller {
+        Caller::Open => None,
+        _ => Some(crate::state::responses::owner(down.client_key())),
+    }
+}
+
 /// A virtual key's requests per minute, before anything else is done for it.
 pub fn key_request_limit(gateway: &Gateway, caller: &Caller) -> Result<(), ApiError> {
     let Some(key) = caller.key() else { return Ok(()) };

@@ -2,9 +2,9 @@
 //! candidates in order. Before the first byte reaches the client any failure fails over (what
 //! counts as one, and what comes next, is `decide::route::retry`); a client that leaves cancels.
 
-use super::admit::{authorize, client_limit, hint, hints, key_request_limit};
+use super::admit::{authorize, client_limit, client_of, hint, hints, key_request_limit};
 use super::answer::{response_head, send_error, send_whole};
-use super::exchange::{Caller, Exchange};
+use super::exchange::Exchange;
 use super::relay::{relay_answer, Received, Relay, CLIENT_CLOSED};
 use super::Downstream;
 use crate::backends::reply::{AttemptError, Reply};
@@ -52,12 +52,7 @@ fn max_attempts(gateway: &Gateway) -> usize {
 
 async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut Exchange, endpoint: Endpoint) -> Result<(), ApiError> {
     ex.caller = authorize(gateway, down)?;
-    // Whose answers, cache entries and ratings: only a key the gateway checked names a client
-    // (on an open gateway any token would do).
-    ex.client = match ex.caller {
-        Caller::Open => None,
-        _ => Some(crate::state::responses::owner(down.client_key())),
-    };
+    ex.client = client_of(&ex.caller, down);
     key_request_limit(gateway, &ex.caller)?;
     client_limit(gateway, down, ex)?;
     let hints = hints(down)?;
@@ -75,10 +70,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     super::record::implicit_feedback(gateway, &request, &ex.request_id);
     ex.job_type = Some(job.job_type);
     ex.complexity = Some(job.complexity);
-    let keyed = match &ex.caller {
-        Caller::Virtual(k) => Some(k.clone()),
-        _ => None,
-    };
+    let keyed = ex.caller.key().cloned();
     let key = keyed.as_deref().map(|k| &k.spec);
     if let Some(k) = key {
         super::keyed::admit(gateway, ex, k, &request.model, job.prompt_tokens)?;

@@ -73,7 +73,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn key(&self) -> Option<&KeyRecord> {
+    pub fn key(&self) -> Option<&Arc<KeyRecord>> {
         match self {
             Caller::Virtual(k) => Some(k),
             _ => None,

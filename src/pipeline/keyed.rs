@@ -2,7 +2,7 @@
 //! is read, its budget on the plan (a reservation of the plan's most expensive try, or only the
 //! free local backends once the budget is spent), and the settlement when the request ends.
 
-use super::exchange::{Caller, Exchange};
+use super::exchange::Exchange;
 use crate::decide::route::{Ask, Decision};
 use crate::error::ApiError;
 use crate::state::gateway::Gateway;
@@ -73,8 +73,7 @@ pub fn plan(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, ask: &Ask<'_>, 
 /// The request has ended: its hold on the budget becomes what it cost, and its answer's tokens
 /// count against the key's minute.
 pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
-    let Caller::Virtual(key) = &ex.caller else { return };
-    let key = key.clone();
+    let Some(key) = ex.caller.key().cloned() else { return };
     let cost = ex.cost_cents.unwrap_or(0.0);
     if let Some(r) = ex.reservation.take() {
         gateway.shared.keys.settle(&r, cost);

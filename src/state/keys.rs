@@ -4,6 +4,7 @@
 //! estimated cost before it is sent and settles with the real one when it ends, so concurrent
 //! requests cannot together spend more than what is left.
 
+use crate::state::{lock, read, write};
 use chrono::{DateTime, Datelike, Duration as Days, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -151,6 +152,14 @@ pub enum Scope {
     Team(String),
 }
 
+impl Scope {
+    pub fn name(&self) -> &str {
+        match self {
+            Scope::Key(n) | Scope::Team(n) => n,
+        }
+    }
+}
+
 /// One scope's spend in its current window, and what requests in flight have reserved.
 #[derive(Debug, Clone, Copy, Default)]
 struct Account {
@@ -194,14 +203,6 @@ struct Book {
     teams: HashMap<String, Arc<TeamRecord>>,
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl KeyBook {
     /// The book as the analytics file left it: keys, teams and each scope's spend since
     /// `spent_since` (per scope, the spend of the window holding now).
@@ -214,7 +215,7 @@ impl KeyBook {
             book.insert(k);
         }
         let now = Utc::now();
-        let mut accounts = book.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut accounts = lock(&book.accounts);
         for (scope, cents) in spent {
             if let Some(window) = book.budget_of(&scope).map(|b| b.window) {
                 accounts.insert(scope, Account { window_start: window.around(now).0.timestamp(), spent: cents, reserved: 0.0 });
@@ -326,7 +327,7 @@ impl KeyBook {
         let now = Utc::now();
         let scopes = KeyBook::scopes_of(key);
         let budgets: Vec<(Scope, Budget)> = scopes.iter().filter_map(|s| self.budget_of(s).map(|b| (s.clone(), b))).collect();
-        let mut accounts = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut accounts = lock(&self.accounts);
         for (scope, budget) in &budgets {
             let a = KeyBook::account(&mut accounts, scope, *budget, now);
             let spent_out = a.spent >= budget.cents;
@@ -351,7 +352,7 @@ impl KeyBook {
     /// The request ended having cost `cents`: its hold is given back and the cost spent.
     pub fn settle(&self, r: &Reservation, cents: f64) {
         let now = Utc::now();
-        let mut accounts = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut accounts = lock(&self.accounts);
         for scope in &r.scopes {
             if let Some(budget) = self.budget_of(scope) {
                 let a = KeyBook::account(&mut accounts, scope, budget, now);
@@ -364,7 +365,7 @@ impl KeyBook {
     /// Spend in the current window, and the budget, of a scope that has one.
     pub fn spend(&self, scope: &Scope) -> Option<(f64, Budget)> {
         let budget = self.budget_of(scope)?;
-        let mut accounts = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut accounts = lock(&self.accounts);
         Some((KeyBook::account(&mut accounts, scope, budget, Utc::now()).spent, budget))
     }
 

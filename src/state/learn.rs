@@ -20,6 +20,7 @@
 pub mod implicit;
 
 use crate::decide::classify::JobType;
+use crate::state::{lock, read, write};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Beta, Distribution};
@@ -582,18 +583,6 @@ fn push_choice(ring: &mut VecDeque<String>, backend: String) {
         ring.pop_front();
     }
     ring.push_back(backend);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! OpenAI's `x-ratelimit-*` headers).
 
 use crate::state::config::Config;
+use crate::state::lock;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
@@ -103,10 +104,6 @@ impl TokenBucket {
         self.level = (self.level + now.duration_since(self.at).as_secs_f64() * cap / 60.0).min(cap);
         TokenBucket { per_minute, at: now, ..self }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl KeyLimits {

@@ -117,21 +117,33 @@ pub fn key_book(conn: &Connection) -> duckdb::Result<crate::state::keys::KeyBook
         })
         .collect();
     let now = chrono::Utc::now();
-    let mut spent = Vec::new();
     let scopes = keys.iter().filter_map(|k| k.spec.budget.map(|b| (Scope::Key(k.spec.name.clone()), "key_name", b)));
     let scopes: Vec<_> = scopes.chain(teams.iter().filter_map(|t| t.budget.map(|b| (Scope::Team(t.name.clone()), "team", b)))).collect();
-    for (scope, column, budget) in scopes {
-        let name = match &scope {
-            Scope::Key(n) | Scope::Team(n) => n.clone(),
-        };
-        let since = budget.window.around(now).0.timestamp_micros();
-        let cents: f64 = conn.query_row(
-            &format!("SELECT coalesce(sum(cost_cents), 0) FROM jobs WHERE {column} = ? AND created_date >= make_timestamp(?)"),
-            duckdb::params![name, since],
-            |r| r.get(0),
-        )?;
-        spent.push((scope, cents));
+    // Daily sums since the earliest window's start, one scan per column (not one per scope);
+    // windows start at UTC midnight, so each scope adds up the days of its own window.
+    let mut daily: HashMap<(&str, String), Vec<(i64, f64)>> = HashMap::new();
+    if let Some(since) = scopes.iter().map(|(_, _, b)| b.window.around(now).0).min() {
+        for column in ["key_name", "team"] {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {column}, epoch(date_trunc('day', created_date))::BIGINT, coalesce(sum(cost_cents), 0) FROM jobs
+                 WHERE {column} IS NOT NULL AND created_date >= make_timestamp(?) GROUP BY ALL"
+            ))?;
+            let rows = stmt.query_map([since.timestamp_micros()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, f64>(2)?)))?;
+            for row in rows {
+                let (name, day, cents) = row?;
+                daily.entry((column, name)).or_default().push((day, cents));
+            }
+        }
     }
+    let spent = scopes
+        .into_iter()
+        .map(|(scope, column, budget)| {
+            let start = budget.window.around(now).0.timestamp();
+            let days = daily.get(&(column, scope.name().to_string()));
+            let cents = days.map_or(0.0, |d| d.iter().filter(|(day, _)| *day >= start).map(|(_, c)| c).sum());
+            (scope, cents)
+        })
+        .collect();
     Ok(KeyBook::restored(keys, teams, spent))
 }
 

@@ -119,7 +119,7 @@ impl Writer {
                 let _ = reply.send(found);
             }
             Event::Response(s) => {
-                let at = Value::Timestamp(TimeUnit::Microsecond, (s.created_at as i64).saturating_mul(1_000_000));
+                let at = at_second(s.created_at);
                 let written = self.conn.execute(
                     "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
                     params![s.id, s.owner, at, s.response.to_string(), serde_json::Value::Array(s.conversation.clone()).to_string()],
@@ -135,17 +135,16 @@ impl Writer {
                 }
             }
             Event::ForgetResponsesBefore(secs) => {
-                let before = Value::Timestamp(TimeUnit::Microsecond, (secs as i64).saturating_mul(1_000_000));
+                let before = at_second(secs);
                 if let Err(e) = self.conn.execute("DELETE FROM responses WHERE created_date < ?", params![before]) {
                     log::warn!("analytics: stored responses past retention not deleted: {e}");
                 }
             }
             Event::Key(k) => {
-                let at = |secs: u64| Value::Timestamp(TimeUnit::Microsecond, (secs as i64).saturating_mul(1_000_000));
                 let settings = serde_json::to_string(&k.spec).unwrap_or_default();
                 let written = self.conn.execute(
                     "INSERT OR REPLACE INTO virtual_keys VALUES (?, ?, ?, ?, ?, ?)",
-                    params![k.spec.name, k.spec.team, k.digest, settings, at(k.created_at), k.revoked_at.map(at)],
+                    params![k.spec.name, k.spec.team, k.digest, settings, at_second(k.created_at), k.revoked_at.map(at_second)],
                 );
                 if let Err(e) = written {
                     self.lost.fetch_add(1, Ordering::Relaxed);
@@ -153,10 +152,9 @@ impl Writer {
                 }
             }
             Event::Team(t) => {
-                let at = Value::Timestamp(TimeUnit::Microsecond, (t.created_at as i64).saturating_mul(1_000_000));
                 let written = self.conn.execute(
                     "INSERT OR REPLACE INTO teams VALUES (?, ?, ?, ?)",
-                    params![t.name, t.budget.map(|b| b.cents), t.budget.map(|b| b.window.as_str()), at],
+                    params![t.name, t.budget.map(|b| b.cents), t.budget.map(|b| b.window.as_str()), at_second(t.created_at)],
                 );
                 if let Err(e) = written {
                     self.lost.fetch_add(1, Ordering::Relaxed);
@@ -435,6 +433,11 @@ impl Writer {
 
 fn timestamp(at: Option<SystemTime>) -> Value {
     Value::Timestamp(TimeUnit::Microsecond, micros(at.unwrap_or_else(SystemTime::now)))
+}
+
+/// A time kept in whole seconds since the epoch, as a TIMESTAMP.
+fn at_second(secs: u64) -> Value {
+    Value::Timestamp(TimeUnit::Microsecond, (secs as i64).saturating_mul(1_000_000))
 }
 
 /// Where a job that is still waiting to be written ran (as `query::served` reads it from the file).
