@@ -11,6 +11,8 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # The dashboard test runs every panel's query through a real Prometheus.
 command -v prometheus >/dev/null || need+=(prometheus)
+# Replicas share keys, spend and limits through a real Redis; the replica tests start their own.
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -34,6 +34,8 @@ pub enum Kind {
     NoBackend,
     /// The stream broke after its first byte.
     StreamInterrupted,
+    /// Redis cannot be reached and HERMES_REDIS_FAIL_MODE=closed (503).
+    SharedStateUnavailable,
     /// An upstream's own refusal of the request, relayed with its status.
     Upstream(u16),
 }
@@ -52,7 +54,7 @@ impl Kind {
             Kind::RateLimited => 429,
             Kind::Internal => 500,
             Kind::BackendsFailed | Kind::StreamInterrupted => 502,
-            Kind::NoBackend => 503,
+            Kind::NoBackend | Kind::SharedStateUnavailable => 503,
             Kind::Upstream(status) => status,
         }
     }
@@ -62,7 +64,7 @@ impl Kind {
         match self {
             Kind::OverBudget => "insufficient_quota",
             Kind::RateLimited => "requests",
-            Kind::Internal | Kind::BackendsFailed | Kind::NoBackend | Kind::StreamInterrupted => "api_error",
+            Kind::Internal | Kind::BackendsFailed | Kind::NoBackend | Kind::StreamInterrupted | Kind::SharedStateUnavailable => "api_error",
             Kind::Upstream(s) if s >= 500 => "api_error",
             _ => "invalid_request_error",
         }
@@ -86,6 +88,7 @@ impl Kind {
             Kind::RateLimited => Some("rate_limit_exceeded"),
             Kind::BackendsFailed | Kind::NoBackend => Some("backend_unavailable"),
             Kind::StreamInterrupted => Some("stream_interrupted"),
+            Kind::SharedStateUnavailable => Some("shared_state_unavailable"),
         }
     }
 }
@@ -189,6 +192,13 @@ impl ApiError {
     /// 403: the key may not use this model.
     pub fn model_not_allowed(key: &str, model: &str) -> ApiError {
         ApiError::about(Kind::ModelNotAllowed, format!("The key '{key}' may not use the model `{model}`."), "model")
+    }
+
+    /// 503: a virtual key's limits live in Redis, which cannot be reached, and the gateway was
+    /// told to refuse rather than count locally.
+    pub fn shared_state_unavailable() -> ApiError {
+        let message = "Hermes cannot reach its shared state (Redis) and HERMES_REDIS_FAIL_MODE=closed: requests with a virtual key are refused until Redis is back. Retry shortly.";
+        ApiError { retry_after: Some(1), ..ApiError::new(Kind::SharedStateUnavailable, message) }
     }
 
     /// 429 from Hermes's own limits.

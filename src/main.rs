@@ -41,6 +41,24 @@ enum Command {
     /// Teams on the running gateway: a budget over all of their keys.
     #[command(subcommand)]
     Teams(TeamsCommand),
+    /// Write every analytics table as `<DIR>/<table>.parquet`: by the running gateway (on its
+    /// machine), else from the file at HERMES_DB_PATH (or --db).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The folder to write into (made if missing); absolute when a gateway writes it.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Read this analytics file directly (no gateway may have it open).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Ask the gateway at this address (default: HERMES_LISTEN, then the file at HERMES_DB_PATH).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 /// How the key and team commands reach the gateway (HERMES_LISTEN and HERMES_ADMIN_KEY).
@@ -309,6 +327,7 @@ fn main() -> ExitCode {
         }
         Command::Keys(k) => keys(k).map(|out| print!("{out}")),
         Command::Teams(t) => teams(t).map(|out| print!("{out}")),
+        Command::Export(e) => hermes::ops::cli::export(&e.dir, e.db, e.url, &e.config.sources()).map(|out| print!("{out}")),
     };
     hermes::ops::log_batch::flush();
     match result {

@@ -7,93 +7,20 @@
 
 mod common;
 
+use common::keys::*;
 use common::mock::{MockUpstream, Mode};
 use common::mock_ollama::MockOllama;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
-
-const ADMIN: &str = "admin-key-for-keys-test";
-const STATIC: &str = "static-client-key";
-const UPSTREAM: &str = "sk-upstream-keys-SECRET";
-
-/// A paid backend (1000 $/Mtok in and out: the mock's 12 + 3 tokens cost 1.5¢) that answers
-/// after 300 ms, and a free local one.
-fn gateway(paid: &MockUpstream, home: &MockOllama, db: Option<&std::path::Path>) -> Hermes {
-    let policies = scratch_dir("policies");
-    let routing = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/routing.toml")).unwrap();
-    let cache_on = routing.replacen("[cache]\n# Answer identical requests from memory: only non-streamed chat with `temperature: 0`,\n# whose answers are meant to be the same every time. Hits carry `x-hermes-cache: hit`.\nenabled = false", "[cache]\nenabled = true", 1);
-    assert!(cache_on.contains("[cache]\nenabled = true"), "policies/routing.toml changed: update this test");
-    std::fs::write(policies.join("routing.toml"), cache_on).unwrap();
-    let mut env = vec![
-        ("HERMES_ADMIN_KEY", ADMIN.to_string()),
-        ("HERMES_API_KEYS", STATIC.into()),
-        ("HERMES_BACKENDS_ENABLED", "paid,home".into()),
-        ("HERMES_HEALTH_CHECK_ENABLED", "false".into()),
-        ("BACKEND_PAID_TYPE", "custom".into()),
-        ("BACKEND_PAID_BASE_URL", paid.base_url()),
-        ("BACKEND_PAID_API_KEY", UPSTREAM.into()),
-        ("BACKEND_PAID_MODELS", "paid-model".into()),
-        ("BACKEND_PAID_PRICE_INPUT_PER_MTOK", "1000".into()),
-        ("BACKEND_PAID_PRICE_OUTPUT_PER_MTOK", "1000".into()),
-        ("BACKEND_HOME_TYPE", "ollama".into()),
-        ("BACKEND_HOME_BASE_URL", home.url()),
-        ("BACKEND_HOME_MODELS", "llama3.1:8b".into()),
-        ("HERMES_MAX_COST_PER_JOB_CENTS", "1000".into()),
-    ];
-    if let Some(db) = db {
-        env.push(("HERMES_DB_PATH", db.display().to_string()));
-    }
-    Hermes::start(&env, &["--policies", policies.to_str().unwrap()])
-}
-
-/// `hermes ARGS --url <gateway>` with the admin key, as an operator runs it.
-fn hermes_cli(h: &Hermes, args: &[&str]) -> (bool, String) {
-    let url = h.url();
-    let mut all = args.to_vec();
-    all.extend(["--url", url.as_str()]);
-    let out = hermes_once(&[("HERMES_ADMIN_KEY", ADMIN)], &all);
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-/// Makes a key with `hermes keys create`; returns the secret it printed.
-fn create_key(h: &Hermes, args: &[&str]) -> String {
-    let (ok, out) = hermes_cli(h, &[&["keys", "create"][..], args].concat());
-    assert!(ok, "keys create {args:?}: {out}");
-    let secret = out.lines().next().unwrap().trim().to_string();
-    assert!(secret.starts_with("hk-"), "{out}");
-    secret
-}
-
-fn admin(h: &Hermes, path: &str) -> Value {
-    let r = curl(&["-H", &format!("Authorization: Bearer {ADMIN}"), &format!("{}{path}", h.url())]);
-    assert_eq!(r.status, 200, "{path}: {}", r.body);
-    r.json()
-}
-
-fn ask(h: &Hermes, key: &str, model: &str, extra: &[&str]) -> CurlReply {
-    let body = json!({"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "Say hello to the team"}]}).to_string();
-    let url = format!("{}/v1/chat/completions", h.url());
-    let auth = format!("Authorization: Bearer {key}");
-    let mut args = vec![url.as_str(), "-H", auth.as_str(), "-H", "content-type: application/json", "--data-binary", body.as_str()];
-    args.extend(extra);
-    curl(&args)
-}
-
-fn cost(r: &CurlReply) -> f64 {
-    r.header("x-hermes-cost-cents").map_or(0.0, |c| c.parse().unwrap())
-}
-
-fn spent_cents(h: &Hermes, path: &str) -> f64 {
-    admin(h, path)["spend"]["spent_usd"].as_f64().unwrap() * 100.0
-}
 
 #[test]
 fn budgets_hold_under_concurrency_and_spend_is_what_the_answers_cost() {
     let paid = MockUpstream::start("paid", Mode::Delay(Duration::from_millis(300)));
     let home = MockOllama::start();
     let db = scratch_dir("keys-db").join("hermes.duckdb");
-    let mut h = gateway(&paid, &home, Some(&db));
+    let on_db = [("HERMES_DB_PATH", db.display().to_string())];
+    let mut h = gateway(&paid, &home, &on_db);
     let (ok, out) = hermes_cli(&h, &["teams", "create", "core", "--budget-usd", "0.03", "--budget-window", "week"]);
     assert!(ok, "{out}");
     let burst = create_key(&h, &["--name", "burst", "--budget-usd", "0.10", "--budget-window", "day"]);
@@ -168,7 +95,7 @@ fn budgets_hold_under_concurrency_and_spend_is_what_the_answers_cost() {
     let rows = duck(&db, &["SELECT key_name, team, round(sum(cost_cents), 6) FROM jobs WHERE key_name IS NOT NULL GROUP BY ALL ORDER BY key_name"]);
     assert_eq!(rows[0][0], json!(["burst", null, (burst_spent * 1e6).round() / 1e6]), "{rows:?}");
     assert_eq!(rows[0].iter().filter(|r| r[1] == "core").count(), 2, "{rows:?}");
-    let again = gateway(&paid, &home, Some(&db));
+    let again = gateway(&paid, &home, &on_db);
     assert!((spent_cents(&again, "/admin/keys/burst") - burst_spent).abs() < 1e-6, "spend survives a restart");
     assert_eq!(ask(&again, &burst, "paid-model", &[]).status, 402, "and still binds");
     assert_eq!(ask(&again, &a, "paid-model", &[]).status, 402, "the team's too");
@@ -178,7 +105,7 @@ fn budgets_hold_under_concurrency_and_spend_is_what_the_answers_cost() {
 fn keys_limit_models_rates_tokens_and_privacy_and_revocation_is_at_once() {
     let paid = MockUpstream::start("paid", Mode::Ok { gap: Duration::ZERO });
     let home = MockOllama::start();
-    let h = gateway(&paid, &home, None);
+    let h = gateway(&paid, &home, &[]);
 
     // --on-budget local: once the next paid answer would not fit, free local backends only, said so.
     let frugal = create_key(&h, &["--name", "frugal", "--budget-usd", "0.05", "--on-budget", "local"]);
@@ -247,7 +174,7 @@ fn keys_limit_models_rates_tokens_and_privacy_and_revocation_is_at_once() {
 fn tenants_are_kept_apart_and_no_key_is_written_anywhere() {
     let paid = MockUpstream::start("paid", Mode::Ok { gap: Duration::ZERO });
     let home = MockOllama::start();
-    let mut h = gateway(&paid, &home, None);
+    let mut h = gateway(&paid, &home, &[]);
     let alice = create_key(&h, &["--name", "alice"]);
     let bob = create_key(&h, &["--name", "bob"]);
 

@@ -37,6 +37,7 @@ const PATHS: &[&str] = &[
     "/admin/migration",
     "/admin/keys",
     "/admin/teams",
+    "/admin/export",
 ];
 
 pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut D, ex: &mut Exchange) {
@@ -50,24 +51,24 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         ("POST", "/v1/embeddings") => return attempt::serve(gateway, down, ex, Endpoint::Embeddings, DoorKind::OpenAi).await,
         ("POST", "/v1/responses") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Responses).await,
         ("POST", "/v1/messages") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Messages).await,
-        ("POST", "/v1/messages/count_tokens") => match admit::authorize(gateway, down) {
+        ("POST", "/v1/messages/count_tokens") => match admit::authorize(gateway, down).await {
             Ok(_) => match down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await {
                 Ok(raw) => crate::doors::openai::json_object(&raw).and_then(|b| crate::doors::messages::count_tokens(&b)).map(Answer::Json),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
-        ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => match admit::authorize(gateway, down) {
+        ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => match admit::authorize(gateway, down).await {
             Ok(_) => stored_response(gateway, &method, &p["/v1/responses/".len()..], down.client_key()).map(Answer::Json),
             Err(e) => Err(e),
         },
         ("GET", "/health") => Ok(Answer::Json(admin::health(gateway))),
         ("GET", "/metrics") => Ok(Answer::Bytes(admin::metrics(gateway), "text/plain; version=0.0.4; charset=utf-8")),
-        ("GET", "/v1/models") => match admit::authorize(gateway, down) {
+        ("GET", "/v1/models") => match admit::authorize(gateway, down).await {
             Ok(_) => Ok(Answer::Bytes(admin::models(gateway).await, "application/json")),
             Err(e) => Err(e),
         },
-        ("POST", "/feedback") => match admit::authorize(gateway, down) {
+        ("POST", "/feedback") => match admit::authorize(gateway, down).await {
             Ok(caller) => match small_body(down).await {
                 Ok(body) => admin::rate(gateway, &body, admit::client_of(&caller, down).as_deref()).await.map(Answer::Json),
                 Err(e) => Err(e),
@@ -80,6 +81,7 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         | ("POST", "/admin/compare")
         | ("GET", "/admin/migration")
         | ("POST", "/admin/migration")
+        | ("POST", "/admin/export")
         | ("GET" | "POST", "/admin/keys" | "/admin/teams") => operator(gateway, live, down, &method, &path).await,
         ("GET" | "DELETE", p) if p.starts_with("/admin/keys/") => operator(gateway, live, down, &method, &path).await,
         (_, p) if PATHS.contains(&p) => Err(ApiError::method_not_allowed(&method, &path)),
@@ -109,6 +111,7 @@ async fn operator<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut
         ("GET", "/admin/keys") => keys::list_keys(gateway),
         ("POST", "/admin/teams") => keys::create_team(gateway, &small_body(down).await?).await?,
         ("GET", "/admin/teams") => keys::list_teams(gateway),
+        ("POST", "/admin/export") => admin::export(gateway, &small_body(down).await?).await?,
         ("DELETE", p) if p.starts_with("/admin/keys/") => keys::revoke_key(gateway, &p["/admin/keys/".len()..]).await?,
         ("GET", p) if p.starts_with("/admin/keys/") => keys::show_key(gateway, &p["/admin/keys/".len()..])?,
         _ => admin::backends(gateway),

@@ -170,6 +170,24 @@ pub async fn rate(gateway: &Gateway, body: &serde_json::Map<String, serde_json::
             .map_err(|()| ApiError::rate_limited("Too many ratings of older requests at once; retry shortly.", 1))?,
         None => None,
     };
+    // Another replica may have answered it (and be publishing that it did a moment after its
+    // last byte: a rating sent at once may come first).
+    let served = match (served, &gateway.shared.replicas) {
+        (None, Some(r)) if crate::pipeline::exchange::is_request_id(&request_id) => {
+            let mut found = None;
+            for wait in [0, 50, 150] {
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                match r.served(&request_id).await {
+                    Ok(None) => continue,
+                    Ok(s) => found = s,
+                    Err(_) => {}
+                }
+                break;
+            }
+            found
+        }
+        (known, _) => known,
+    };
     // Only the client that made a request may rate it: another key's request does not exist
     // for it (anyone else could steer everyone's routing).
     let Some(served) = served.filter(|s| s.client.is_none() || s.client.as_deref() == client) else {
@@ -193,6 +211,9 @@ pub async fn rate(gateway: &Gateway, body: &serde_json::Map<String, serde_json::
     }
     if let Some(rating) = rating {
         gateway.shared.helm.rated(&served.backend, rating);
+        if let Some(r) = &gateway.shared.replicas {
+            r.tell_rating(&request_id, &served, rating);
+        }
         learner.rate(&request_id, served, rating);
     }
     let at = Some(std::time::SystemTime::now());
@@ -201,6 +222,18 @@ pub async fn rate(gateway: &Gateway, body: &serde_json::Map<String, serde_json::
         log::warn!("a rating was learned but could not be queued for the analytics file");
     }
     Ok(reply)
+}
+
+/// POST /admin/export `{"dir": "/absolute/folder"}`: every analytics table as
+/// `<dir>/<table>.parquet`, written on the gateway's machine by the process that has the file.
+pub async fn export(gateway: &Gateway, body: &serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value, ApiError> {
+    let dir = match body.get("dir").and_then(serde_json::Value::as_str).map(std::path::PathBuf::from) {
+        Some(d) if d.is_absolute() => d,
+        _ => return Err(ApiError::bad_request("`dir` must be an absolute folder on the gateway's machine.", Some("dir"))),
+    };
+    let tables = gateway.analytics().export(dir.clone()).await.map_err(|e| ApiError::new(Kind::Internal, format!("The export failed: {e}")))?;
+    let tables: serde_json::Map<String, serde_json::Value> = tables.into_iter().map(|(t, rows)| (t, rows.into())).collect();
+    Ok(json!({"dir": dir.display().to_string(), "format": "parquet", "rows": tables}))
 }
 
 /// GET /admin/stats: the learned table, per job type and backend.

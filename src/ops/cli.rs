@@ -240,6 +240,29 @@ pub fn db_path(sources: &Sources) -> PathBuf {
 
 /// An admin call the key and team commands make: only a running gateway can answer it (it holds
 /// the keys, and DuckDB lets one process write the file).
+/// `hermes export`: the running gateway writes the Parquet files (it has the file open), else
+/// they are written here from the file.
+pub fn export(dir: &std::path::Path, db: Option<PathBuf>, url: Option<String>, sources: &Sources) -> Result<String, String> {
+    let asked_for = url.is_some();
+    let place = locate(sources, url)?;
+    let rows: Vec<(String, u64)> = match db {
+        Some(db) => crate::state::analytics::file_to_parquet(&db, dir)?,
+        None => {
+            let absolute = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            match place.remote.request(Method::Post, "/admin/export", Some(serde_json::json!({"dir": absolute})))? {
+                Asked::Answer(v) => v["rows"].as_object().map(|m| m.iter().map(|(t, n)| (t.clone(), n.as_u64().unwrap_or(0))).collect()).unwrap_or_default(),
+                Asked::NoGateway(why) if asked_for => return Err(why),
+                Asked::NoGateway(_) => crate::state::analytics::file_to_parquet(&place.db_path, dir)?,
+            }
+        }
+    };
+    let mut out = String::new();
+    for (table, n) in rows {
+        let _ = writeln!(out, "{:<28} {n:>10} rows  {}", format!("{table}.parquet"), dir.join(format!("{table}.parquet")).display());
+    }
+    Ok(out)
+}
+
 pub fn admin_call(method: Method, path: &str, body: Option<serde_json::Value>, url: Option<String>, sources: &Sources) -> Result<serde_json::Value, String> {
     match locate(sources, url)?.remote.request(method, path, body)? {
         Asked::Answer(v) => Ok(v),

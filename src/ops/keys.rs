@@ -80,6 +80,16 @@ async fn persist(gateway: &Gateway, event: Event) -> Result<(), ApiError> {
     }
 }
 
+/// Tells the other replicas (through Redis); while Redis is away they learn of it when it
+/// returns (the key book's follower puts there what only this replica has).
+async fn share_key(gateway: &Gateway, k: &KeyRecord) {
+    if let Some(r) = &gateway.shared.replicas {
+        if r.publish_key(k).await.is_err() {
+            log::warn!("key '{}': Redis is away; the other replicas learn of it when it is back", k.spec.name);
+        }
+    }
+}
+
 fn spend_view(gateway: &Gateway, scope: &Scope) -> Value {
     match gateway.shared.keys.spend(scope) {
         None => Value::Null,
@@ -130,6 +140,7 @@ pub async fn create_key(gateway: &Gateway, body: &Body) -> Result<Value, ApiErro
     let spec = key_spec(body)?;
     let (record, secret) = gateway.shared.keys.create(spec).map_err(|e| bad(e, "name"))?;
     persist(gateway, Event::Key(Arc::new(record.clone()))).await?;
+    share_key(gateway, &record).await;
     let mut view = key_view(gateway, &record);
     view["key"] = secret.into();
     Ok(view)
@@ -151,6 +162,7 @@ pub fn show_key(gateway: &Gateway, name: &str) -> Result<Value, ApiError> {
 pub async fn revoke_key(gateway: &Gateway, name: &str) -> Result<Value, ApiError> {
     let record = gateway.shared.keys.revoke(name).ok_or_else(|| no_key(name))?;
     persist(gateway, Event::Key(Arc::new(record.clone()))).await?;
+    share_key(gateway, &record).await;
     Ok(key_view(gateway, &record))
 }
 
@@ -160,6 +172,11 @@ pub async fn create_team(gateway: &Gateway, body: &Body) -> Result<Value, ApiErr
     let name = text(body, "name")?.ok_or_else(|| bad("`name` is required.".into(), "name"))?;
     let team = gateway.shared.keys.create_team(&name, budget(body)?).map_err(|e| bad(e, "name"))?;
     persist(gateway, Event::Team(Arc::new(team.clone()))).await?;
+    if let Some(r) = &gateway.shared.replicas {
+        if r.publish_team(&team).await.is_err() {
+            log::warn!("team '{}': Redis is away; the other replicas learn of it when it is back", team.name);
+        }
+    }
     Ok(team_view(gateway, &team))
 }
 

@@ -7,13 +7,16 @@ use super::Downstream;
 use crate::error::ApiError;
 use crate::state::config::Criteria;
 use crate::state::gateway::Gateway;
-use crate::state::keys::VIRTUAL_PREFIX;
+use crate::state::keys::{digest, VIRTUAL_PREFIX};
 use crate::state::limits::ClientVerdict;
+use crate::state::replicas::rates::Counted;
+use crate::state::replicas::{Down, Replicas};
 
 /// The client's key (`Authorization: Bearer` or `x-api-key`) against HERMES_API_KEYS and the
 /// virtual keys. An `hk-` key must be a live virtual key, even on an open gateway; the gateway
-/// is open only while no keys of either kind exist.
-pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<Caller, ApiError> {
+/// is open only while no keys of either kind exist. With replicas, an `hk-` key this one does
+/// not know yet is looked up in Redis (it may have been made on another a moment ago).
+pub async fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<Caller, ApiError> {
     let keys = &gateway.config.api_keys;
     let given = down.client_key();
     // Every static key is compared, each in constant time.
@@ -22,9 +25,40 @@ pub fn authorize<D: Downstream>(gateway: &Gateway, down: &D) -> Result<Caller, A
     }
     let book = &gateway.shared.keys;
     match given {
-        Some(k) if k.starts_with(VIRTUAL_PREFIX) => book.find(k).map(Caller::Virtual).ok_or_else(ApiError::unknown_virtual_key),
+        Some(k) if k.starts_with(VIRTUAL_PREFIX) => {
+            let known = match (book.find(k), &gateway.shared.replicas) {
+                (Some(found), _) => Some(found),
+                (None, Some(r)) => match r.lookup(book, gateway.analytics(), &digest(k)).await {
+                    Ok(_) => book.find(k),
+                    Err(Down) if r.fail_closed() => return Err(ApiError::shared_state_unavailable()),
+                    Err(Down) => None,
+                },
+                (None, None) => None,
+            };
+            let key = known.ok_or_else(ApiError::unknown_virtual_key)?;
+            // Fail-closed: a virtual key's limits are in Redis, so without it nothing is let by.
+            if gateway.shared.replicas.as_ref().is_some_and(|r| r.fail_closed() && !r.up()) {
+                return Err(ApiError::shared_state_unavailable());
+            }
+            Ok(Caller::Virtual(key))
+        }
         _ if keys.is_empty() && !book.any_live() => Ok(Caller::Open),
         _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// A shared limit's answer, or what to do without it: Err in fail-closed mode, None (count
+/// locally) in fail-open mode or without replicas.
+pub(crate) async fn shared<'a, T, F: std::future::Future<Output = Result<T, Down>>>(
+    gateway: &'a Gateway,
+    keyed: bool,
+    ask: impl FnOnce(&'a Replicas) -> F,
+) -> Result<Option<T>, ApiError> {
+    let Some(r) = &gateway.shared.replicas else { return Ok(None) };
+    match ask(r).await {
+        Ok(v) => Ok(Some(v)),
+        Err(Down) if keyed && r.fail_closed() => Err(ApiError::shared_state_unavailable()),
+        Err(Down) => Ok(None),
     }
 }
 
@@ -37,13 +71,21 @@ pub fn client_of<D: Downstream>(caller: &Caller, down: &D) -> Option<String> {
     }
 }
 
-/// A virtual key's requests per minute, before anything else is done for it.
-pub fn key_request_limit(gateway: &Gateway, caller: &Caller) -> Result<(), ApiError> {
+/// A virtual key's requests per minute, before anything else is done for it: over every
+/// replica when they share Redis.
+pub async fn key_request_limit(gateway: &Gateway, caller: &Caller) -> Result<(), ApiError> {
     let Some(key) = caller.key() else { return Ok(()) };
     let Some(rpm) = key.spec.rpm else { return Ok(()) };
-    gateway.shared.key_limits.request(&key.spec.name, rpm).map_err(|wait| {
+    let name = &key.spec.name;
+    let what = format!("key:{name}");
+    let counted = match shared(gateway, true, |r| r.request(&what, rpm)).await? {
+        Some(Counted::Allowed { .. }) => Ok(()),
+        Some(Counted::Refused { retry_after }) => Err(retry_after),
+        None => gateway.shared.key_limits.request(name, rpm),
+    };
+    counted.map_err(|wait| {
         metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
-        ApiError::rate_limited(format!("The key '{}' may send {rpm} requests per minute.", key.spec.name), wait.as_secs_f64().ceil() as u64)
+        ApiError::rate_limited(format!("The key '{name}' may send {rpm} requests per minute."), wait.as_secs_f64().ceil() as u64)
     })
 }
 
@@ -92,12 +134,20 @@ pub fn hint<D: Downstream>(down: &D, name: &str) -> Result<Option<String>, ApiEr
     Ok(Some(text.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
-/// HERMES_CLIENT_RATE_LIMIT, per client key (per address when the gateway is open).
-pub fn client_limit<D: Downstream>(gateway: &Gateway, down: &D, ex: &mut Exchange) -> Result<(), ApiError> {
+/// HERMES_CLIENT_RATE_LIMIT, per client key (per address when the gateway is open), over
+/// every replica when they share Redis (by a digest of the key: Redis never holds one).
+pub async fn client_limit<D: Downstream>(gateway: &Gateway, down: &D, ex: &mut Exchange) -> Result<(), ApiError> {
+    let Some(limit) = gateway.limits.client_limit() else { return Ok(()) };
     // Keyed by client key; on an open gateway any token would do, so by address instead.
     let address = || down.peer_ip().map(|ip| ip.to_string()).unwrap_or_default();
     let key = if gateway.config.api_keys.is_empty() { address() } else { down.client_key().map(str::to_string).unwrap_or_else(address) };
-    match gateway.limits.client(&key) {
+    let what = format!("client:{}", digest(&key));
+    let verdict = match shared(gateway, false, |r| r.request(&what, limit)).await? {
+        Some(Counted::Allowed { remaining }) => ClientVerdict::Allowed { limit, remaining },
+        Some(Counted::Refused { retry_after }) => ClientVerdict::Refused { limit, retry_after },
+        None => gateway.limits.client(&key),
+    };
+    match verdict {
         ClientVerdict::Unlimited => Ok(()),
         ClientVerdict::Allowed { limit, remaining } => {
             ex.rate_limit = Some((limit, remaining));

@@ -51,10 +51,10 @@ fn max_attempts(gateway: &Gateway) -> usize {
 }
 
 async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut Exchange, endpoint: Endpoint) -> Result<(), ApiError> {
-    ex.caller = authorize(gateway, down)?;
+    ex.caller = authorize(gateway, down).await?;
     ex.client = client_of(&ex.caller, down);
-    key_request_limit(gateway, &ex.caller)?;
-    client_limit(gateway, down, ex)?;
+    key_request_limit(gateway, &ex.caller).await?;
+    client_limit(gateway, down, ex).await?;
     let hints = hints(down)?;
     ex.debug = hint(down, "x-hermes-debug")?.is_some_and(|v| v != "0" && v != "false");
     let raw = down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await?;
@@ -73,7 +73,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     let keyed = ex.caller.key().cloned();
     let key = keyed.as_deref().map(|k| &k.spec);
     if let Some(k) = key {
-        super::keyed::admit(gateway, ex, k, &request.model, job.prompt_tokens)?;
+        super::keyed::admit(gateway, ex, k, &request.model, job.prompt_tokens).await?;
     }
     let routing = &gateway.config.routing;
     let local_only = hints.local_only || job.personal_data.is_some() || key.is_some_and(|k| k.privacy_local);
@@ -86,10 +86,10 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         local_only,
         pinned: hints.pinned.as_deref(),
     };
-    let decision = gateway.decide(&ask).and_then(|d| match key {
-        Some(k) => super::keyed::plan(gateway, ex, k, &ask, d, max_attempts(gateway)),
-        None => Ok(d),
-    });
+    let decision = match (gateway.decide(&ask), key) {
+        (Ok(d), Some(k)) => super::keyed::plan(gateway, ex, k, &ask, d, max_attempts(gateway)).await,
+        (decided, _) => decided,
+    };
     let decision = decision.inspect_err(|e| {
         if e.status() == 402 {
             metrics::counter!("hermes_budget_rejections_total").increment(1);
@@ -152,7 +152,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         if gateway.shared.helm.with(|s| s.drained.contains(&cfg.name)) {
             continue;
         }
-        if !gateway.limits.backend_allows(candidate.backend) {
+        if !backend_allows(gateway, candidate.backend, &cfg.name).await {
             rate_limited += 1;
             metrics::counter!("hermes_rate_limited_total", "scope" => "backend").increment(1);
             tried.push(format!("{} (over its BACKEND_{}_RATE_LIMIT)", cfg.name, cfg.name.to_ascii_uppercase()));
@@ -393,5 +393,15 @@ fn upstream_message(body: &[u8]) -> String {
         String::new()
     } else {
         format!(": {}", msg.chars().take(200).collect::<String>())
+    }
+}
+
+/// BACKEND_<NAME>_RATE_LIMIT: over every replica when they share Redis, else this one's.
+async fn backend_allows(gateway: &Gateway, backend: usize, name: &str) -> bool {
+    let Some(limit) = gateway.limits.backend_limit(backend) else { return true };
+    let what = format!("backend:{name}");
+    match super::admit::shared(gateway, false, |r| r.request(&what, limit)).await {
+        Ok(Some(counted)) => matches!(counted, crate::state::replicas::rates::Counted::Allowed { .. }),
+        _ => gateway.limits.backend_allows(backend),
     }
 }

@@ -2,6 +2,7 @@
 //! is read, its budget on the plan (a reservation of the plan's most expensive try, or only the
 //! free local backends once the budget is spent), and the settlement when the request ends.
 
+use super::admit::shared;
 use super::exchange::Exchange;
 use crate::decide::route::{Ask, Decision};
 use crate::error::ApiError;
@@ -10,12 +11,16 @@ use crate::state::keys::{KeySpec, OnBudget, Scope};
 
 /// The model is one the key may use, and its prompt fits the key's tokens per minute (the
 /// estimate is taken now, the rest of the real usage when the request ends).
-pub fn admit(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, model: &str, prompt_tokens: u64) -> Result<(), ApiError> {
+pub async fn admit(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, model: &str, prompt_tokens: u64) -> Result<(), ApiError> {
     if !allowed(key, model) && model != "auto" {
         return Err(ApiError::model_not_allowed(&key.name, model));
     }
     if let Some(tpm) = key.tpm {
-        gateway.shared.key_limits.take_tokens(&key.name, tpm, prompt_tokens).map_err(|wait| {
+        let taken = match shared(gateway, true, |r| r.take_tokens(&key.name, tpm, prompt_tokens)).await? {
+            Some(taken) => taken,
+            None => gateway.shared.key_limits.take_tokens(&key.name, tpm, prompt_tokens),
+        };
+        taken.map_err(|wait| {
             metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
             ApiError::rate_limited(format!("The key '{}' may use {tpm} tokens per minute.", key.name), wait.as_secs_f64().ceil() as u64)
         })?;
@@ -30,13 +35,18 @@ fn allowed(key: &KeySpec, model: &str) -> bool {
 
 /// The plan as the key's allowlist and budget leave it. The budget holds the cost of the
 /// dearest try the plan may make, so that requests in flight together cannot overspend it.
-pub fn plan(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, ask: &Ask<'_>, mut decision: Decision, attempts: usize) -> Result<Decision, ApiError> {
+pub async fn plan(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, ask: &Ask<'_>, mut decision: Decision, attempts: usize) -> Result<Decision, ApiError> {
     decision.candidates.retain(|c| allowed(key, &c.model));
     if decision.candidates.is_empty() {
         return Err(ApiError::model_not_allowed(&key.name, ask.model));
     }
     let estimate = decision.candidates.iter().take(attempts).map(|c| c.estimated_cost_cents).fold(0.0, f64::max);
-    let spent = match gateway.shared.keys.reserve(key, estimate) {
+    let book = &gateway.shared.keys;
+    let reserved = match shared(gateway, true, |r| r.reserve(book, key, estimate)).await? {
+        Some(over_all_replicas) => over_all_replicas,
+        None => book.reserve(key, estimate),
+    };
+    let spent = match reserved {
         Ok(r) => {
             ex.reservation = Some(r);
             return Ok(decision);
@@ -75,12 +85,29 @@ pub fn plan(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, ask: &Ask<'_>, 
 pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
     let Some(key) = ex.caller.key().cloned() else { return };
     let cost = ex.cost_cents.unwrap_or(0.0);
-    if let Some(r) = ex.reservation.take() {
-        gateway.shared.keys.settle(&r, cost);
+    let reservation = ex.reservation.take();
+    if let Some(r) = &reservation {
+        gateway.shared.keys.settle(r, cost);
     }
-    if let (Some(_), Some(u)) = (key.spec.tpm, ex.usage) {
-        let used = u.prompt_tokens + u.completion_tokens;
-        gateway.shared.key_limits.charge_tokens(&key.spec.name, used as i64 - ex.tokens_held as i64);
+    let more_tokens = match (key.spec.tpm, ex.usage) {
+        (Some(tpm), Some(u)) => {
+            let more = (u.prompt_tokens + u.completion_tokens) as i64 - ex.tokens_held as i64;
+            gateway.shared.key_limits.charge_tokens(&key.spec.name, more);
+            Some((tpm, more))
+        }
+        _ => None,
+    };
+    // Off the answer's path: what Redis misses now, the reconciliation writes again.
+    if let Some(replicas) = &gateway.shared.replicas {
+        let (shared, book, name) = (replicas.clone(), gateway.shared.keys.clone(), key.spec.name.clone());
+        replicas.spawn(async move {
+            if let Some(r) = reservation {
+                let _ = shared.settle(&book, &r).await;
+            }
+            if let Some((tpm, more)) = more_tokens {
+                let _ = shared.charge_tokens(&name, tpm, more).await;
+            }
+        });
     }
     if cost > 0.0 {
         let team = key.spec.team.clone().unwrap_or_default();

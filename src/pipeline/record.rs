@@ -18,6 +18,9 @@ pub fn implicit_feedback(gateway: &Gateway, request: &crate::doors::openai::ApiR
     let Some((earlier, complaint)) = implicit.observe(&gateway.shared.conversations, messages, request_id) else { return };
     let learner = gateway.learner();
     let Some(served) = learner.lookup(&earlier).filter(|s| s.rating.is_none()) else { return };
+    if let Some(r) = &gateway.shared.replicas {
+        r.tell_rating(&earlier, &served, implicit.rating);
+    }
     learner.rate(&earlier, served, implicit.rating);
     metrics::counter!("hermes_implicit_feedback_total", "reason" => complaint.reason()).increment(1);
     let record = FeedbackRecord {
@@ -86,7 +89,7 @@ fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
     if let Some(job_type) = ex.job_type {
         let last = ex.tries.len().saturating_sub(1);
         for (n, a) in ex.tries.iter().enumerate() {
-            learner.record(&Outcome {
+            let outcome = Outcome {
                 job_type,
                 backend: &a.backend,
                 // Only models the catalog knows become keys: a client cannot grow the table.
@@ -96,7 +99,11 @@ fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
                 // Time to first token belongs to the try that streamed.
                 ttft: if n == last { a.ttft } else { None },
                 cost_cents: a.cost_cents,
-            });
+            };
+            learner.record(&outcome);
+            if let Some(r) = &gateway.shared.replicas {
+                r.tell_outcome(&outcome);
+            }
         }
     }
     let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.clone());
@@ -139,6 +146,9 @@ fn remember(gateway: &Gateway, ex: &mut Exchange, total: Duration) {
     });
     // After the record is queued, so a rating that follows finds its rows in the file.
     if let Some(s) = served {
+        if let Some(r) = &gateway.shared.replicas {
+            r.tell_served(&ex.request_id, &s);
+        }
         learner.served(&ex.request_id, s);
     }
 }

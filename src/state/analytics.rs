@@ -6,6 +6,8 @@
 
 // Without the `analytics` cargo feature (on by default) DuckDB is not compiled in: records go
 // nowhere. The fuzz targets build that way, so they need not compile DuckDB's C++.
+#[cfg(feature = "analytics")]
+pub mod export;
 mod priority;
 #[cfg(feature = "analytics")]
 pub mod query;
@@ -17,7 +19,7 @@ pub mod writer;
 
 use crate::state::learn::{Seed, Served};
 use record::{BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord, MigrationStepRecord};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -43,7 +45,20 @@ pub enum Event {
     Team(Arc<crate::state::keys::TeamRecord>),
     /// Write everything received so far, then answer.
     Flush(Sender<()>),
+    /// Write everything, then every table as Parquet into this folder.
+    Export(PathBuf, tokio::sync::oneshot::Sender<Exported>),
 }
+
+/// The rows written of each table, or why the export failed.
+pub type Exported = Result<Vec<(String, u64)>, String>;
+
+/// What `hermes export` writes from a file, when DuckDB is not compiled in.
+#[cfg(not(feature = "analytics"))]
+pub fn file_to_parquet(_: &Path, _: &Path) -> Result<Vec<(String, u64)>, String> {
+    Err(NOT_BUILT_IN.to_string())
+}
+#[cfg(feature = "analytics")]
+pub use export::file_to_parquet;
 
 /// What `hermes stats --db` prints from, when DuckDB is not compiled in.
 #[cfg(not(feature = "analytics"))]
@@ -55,6 +70,7 @@ pub use query::stats_from_files;
 
 /// What `hermes classifier train --from-db` reads, when DuckDB is not compiled in.
 #[cfg(not(feature = "analytics"))]
+#[allow(clippy::type_complexity)]
 pub fn corrections_from_file(_: &Path) -> Result<(Vec<(String, Vec<(u32, f32)>)>, usize), String> {
     Err(NOT_BUILT_IN.to_string())
 }
@@ -202,6 +218,19 @@ impl Analytics {
             return Ok(None);
         }
         Ok(tokio::time::timeout(Duration::from_secs(5), answer).await.ok().and_then(Result::ok).flatten())
+    }
+
+    /// Every table as Parquet in `dir`, written by the writer (the one process with the file
+    /// open) after what it holds; the rows of each table.
+    pub async fn export(&self, dir: PathBuf) -> Exported {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if !self.offer(Event::Export(dir, reply)) {
+            return Err("the analytics file is not open (or its queue is full)".into());
+        }
+        tokio::time::timeout(Duration::from_secs(300), answer)
+            .await
+            .map_err(|_| "the export did not finish within 5 minutes".to_string())?
+            .map_err(|_| "the analytics writer stopped".to_string())?
     }
 
     /// Block until everything sent so far is in the file, or `within` passes. Blocking: call it

@@ -127,6 +127,44 @@ pub struct Config {
     pub analytics_memory_mb: u64,
     /// HERMES_TLS_CERT and HERMES_TLS_KEY: PEM files; HTTPS on HERMES_LISTEN when set.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// HERMES_REDIS_URL and its settings: what replicas share. None: all of it per process.
+    pub redis: Option<RedisConfig>,
+}
+
+/// HERMES_REDIS_URL, HERMES_REDIS_TIMEOUT_MS, HERMES_REDIS_FAIL_MODE.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// May carry a password: kept as a secret, never logged.
+    pub url: Secret,
+    /// The longest any request waits on Redis.
+    pub timeout: Duration,
+    /// `closed`: requests with a virtual key are refused (503) while Redis cannot be reached;
+    /// `open` (default): local counters go on and are reconciled when it is back.
+    pub fail_closed: bool,
+}
+
+impl RedisConfig {
+    /// The password in `redis://user:password@host`, to be scrubbed like any other secret.
+    pub fn password(&self) -> Option<&str> {
+        let url = self.url.expose();
+        let rest = &url[url.find("://")? + 3..];
+        let userinfo = &rest[..rest.find('@')?];
+        Some(userinfo.split_once(':').map_or(userinfo, |(_, p)| p)).filter(|p| !p.is_empty())
+    }
+
+    fn from_env(env: &EnvSource) -> Result<Option<RedisConfig>, ConfigError> {
+        let Some(url) = env.get("HERMES_REDIS_URL") else { return Ok(None) };
+        if !url.starts_with("redis://") && !url.starts_with("rediss://") && !url.starts_with("unix://") {
+            return Err(ConfigError::new("HERMES_REDIS_URL", "must be redis://host:port/db (or rediss://, unix://)"));
+        }
+        let timeout = Duration::from_millis(env.number_or("HERMES_REDIS_TIMEOUT_MS", 50u64)?.max(1));
+        let fail_closed = match env.get("HERMES_REDIS_FAIL_MODE").unwrap_or("open") {
+            "open" => false,
+            "closed" => true,
+            other => return Err(ConfigError::new("HERMES_REDIS_FAIL_MODE", format!("'{other}' is not open or closed"))),
+        };
+        Ok(Some(RedisConfig { url: Secret::new(url), timeout, fail_closed }))
+    }
 }
 
 /// Where the configuration comes from.
@@ -243,6 +281,7 @@ impl Config {
             random_seed: env.number("HERMES_RANDOM_SEED")?,
             analytics_queue: env.number_or("HERMES_ANALYTICS_QUEUE", 65_536usize)?.max(1),
             analytics_memory_mb: env.number_or("HERMES_ANALYTICS_MEMORY_MB", 64u64)?.max(16),
+            redis: RedisConfig::from_env(env)?,
         })
     }
 

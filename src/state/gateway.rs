@@ -61,6 +61,8 @@ pub struct Shared {
     pub keys: Arc<crate::state::keys::KeyBook>,
     /// Each virtual key's requests and tokens per minute.
     pub key_limits: Arc<crate::state::limits::KeyLimits>,
+    /// The state shared with other replicas through Redis (HERMES_REDIS_URL); None: per process.
+    pub replicas: Option<Arc<crate::state::replicas::Replicas>>,
 }
 
 impl Shared {
@@ -69,7 +71,12 @@ impl Shared {
         let (analytics, memory) = Analytics::open(&config.db_path, config.analytics_queue, config.analytics_memory_mb)?;
         let learner = Learner::seeded(config.random_seed, memory.seeds, memory.recent_choices);
         let responses = crate::state::responses::ResponseStore::new(config.responses_retention, analytics.clone(), memory.responses);
-        Ok(Shared {
+        let replicas = match &config.redis {
+            Some(redis) => Some(crate::state::replicas::Replicas::connect(redis, crate::state::replicas::replica_name(&config.db_path))?),
+            None => None,
+        };
+        let shared = Shared {
+            replicas,
             keys: Arc::new(memory.keys),
             key_limits: Arc::default(),
             responses: Arc::new(responses),
@@ -79,7 +86,11 @@ impl Shared {
             helm: Arc::default(),
             readings: Arc::default(),
             conversations: Arc::default(),
-        })
+        };
+        if let Some(r) = &shared.replicas {
+            r.start(&shared);
+        }
+        Ok(shared)
     }
 
     /// Nothing remembered and nothing written (tools that only need the routing).
@@ -91,6 +102,7 @@ impl Shared {
             responses: Arc::new(crate::state::responses::ResponseStore::new(config.responses_retention, Analytics::disabled(), Vec::new())),
             keys: Arc::default(),
             key_limits: Arc::default(),
+            replicas: None,
             helm: Arc::default(),
             readings: Arc::default(),
             conversations: Arc::default(),
@@ -123,7 +135,8 @@ impl Gateway {
         };
         let mut limits = Limits::new(&config);
         let secrets = config.backends.iter().filter_map(|b| b.api_key.as_ref()).chain(&config.api_keys).chain(config.admin_key.as_ref());
-        let scrubber = Arc::new(crate::decide::scrub::Scrubber::new(secrets.map(|s| s.expose())));
+        let redis_password = config.redis.as_ref().and_then(|r| r.password());
+        let scrubber = Arc::new(crate::decide::scrub::Scrubber::new(secrets.map(|s| s.expose()).chain(redis_password)));
         let mut cache = crate::state::cache::AnswerCache::new(&config.policies.cache);
         if let Some(old) = previous {
             let same: Vec<Option<usize>> = config.backends.iter().map(|b| old.config.backends.iter().position(|o| o == b)).collect();

@@ -160,18 +160,29 @@ impl Scope {
     }
 }
 
-/// One scope's spend in its current window, and what requests in flight have reserved.
+/// One scope's spend in its current window, and what requests in flight here have reserved.
+/// With several replicas, `mine` is this replica's share (what its analytics file holds) and
+/// `others` what the rest had spent when Redis last said.
 #[derive(Debug, Clone, Copy, Default)]
 struct Account {
     window_start: i64,
-    spent: f64,
+    mine: f64,
+    others: f64,
     reserved: f64,
 }
 
-/// A request's hold on its key's and team's budgets, given back by `settle` or `release`.
+impl Account {
+    fn spent(&self) -> f64 {
+        self.mine + self.others
+    }
+}
+
+/// A request's hold on its key's and team's budgets, given back by `settle`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
-    scopes: Vec<Scope>,
+    /// Unique in this process: with this replica's name, the hold's name in Redis.
+    pub id: u64,
+    pub scopes: Vec<(Scope, Budget)>,
     pub cents: f64,
 }
 
@@ -194,6 +205,7 @@ pub struct KeyBook {
     /// Whether any key is live, read on every request of an open gateway without a lock.
     live: std::sync::atomic::AtomicBool,
     accounts: Mutex<HashMap<Scope, Account>>,
+    holds: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -218,7 +230,7 @@ impl KeyBook {
         let mut accounts = lock(&book.accounts);
         for (scope, cents) in spent {
             if let Some(window) = book.budget_of(&scope).map(|b| b.window) {
-                accounts.insert(scope, Account { window_start: window.around(now).0.timestamp(), spent: cents, reserved: 0.0 });
+                accounts.insert(scope, Account { window_start: window.around(now).0.timestamp(), mine: cents, ..Account::default() });
             }
         }
         drop(accounts);
@@ -300,6 +312,29 @@ impl KeyBook {
         Ok(team)
     }
 
+    /// A key as another replica has it (through Redis); true when that changed what is known
+    /// here. A revocation is final; of two keys with one name, the newer stands.
+    pub fn merge(&self, k: KeyRecord) -> bool {
+        let newer = match self.named(&k.spec.name) {
+            None => true,
+            Some(c) if c.digest == k.digest => c.revoked_at.is_none() && k.revoked_at.is_some(),
+            Some(c) => (k.created_at, &k.digest) > (c.created_at, &c.digest),
+        };
+        if newer {
+            self.insert(k);
+        }
+        newer
+    }
+
+    /// A team as another replica has it; true when it differs from what is known here.
+    pub fn merge_team(&self, t: TeamRecord) -> bool {
+        let changed = self.team(&t.name).is_none_or(|known| *known != t);
+        if changed {
+            write(&self.book).teams.insert(t.name.clone(), Arc::new(t));
+        }
+        changed
+    }
+
     fn budget_of(&self, scope: &Scope) -> Option<Budget> {
         match scope {
             Scope::Key(n) => self.named(n).and_then(|k| k.spec.budget),
@@ -316,49 +351,94 @@ impl KeyBook {
         let start = budget.window.around(now).0.timestamp();
         let a = accounts.entry(scope.clone()).or_default();
         if a.window_start != start {
-            *a = Account { window_start: start, spent: 0.0, reserved: a.reserved };
+            *a = Account { window_start: start, reserved: a.reserved, ..Account::default() };
         }
         a
     }
 
-    /// Holds `cents` against the key's budget and its team's, all or nothing. Free requests
-    /// (`cents == 0`) hold nothing; they are refused only once a `refuse` key has spent it all.
+    /// The budgets over a key: its own and its team's, where they have one.
+    pub fn budgets_over(&self, key: &KeySpec) -> Vec<(Scope, Budget)> {
+        KeyBook::scopes_of(key).into_iter().filter_map(|s| self.budget_of(&s).map(|b| (s, b))).collect()
+    }
+
+    /// Why `cents` more cannot be spent in a scope that has spent `spent` with `held` on hold
+    /// (None: it can). Free requests (`cents == 0`) are refused only once a `refuse` key has
+    /// spent it all.
+    pub fn refusal(scope: &Scope, budget: Budget, spent: f64, held: f64, cents: f64, on_budget: OnBudget) -> Option<Exhausted> {
+        let spent_out = spent >= budget.cents;
+        let over = cents > 0.0 && spent + held + cents > budget.cents;
+        (over || (spent_out && on_budget == OnBudget::Refuse)).then(|| Exhausted {
+            scope: scope.clone(),
+            budget_cents: budget.cents,
+            left_cents: (budget.cents - spent - held).max(0.0),
+            needed_cents: cents,
+            resets_at: budget.window.around(Utc::now()).1,
+        })
+    }
+
+    /// Holds `cents` against the key's budget and its team's, all or nothing, by what this
+    /// process knows (one replica, or Redis away).
     pub fn reserve(&self, key: &KeySpec, cents: f64) -> Result<Reservation, Exhausted> {
         let now = Utc::now();
-        let scopes = KeyBook::scopes_of(key);
-        let budgets: Vec<(Scope, Budget)> = scopes.iter().filter_map(|s| self.budget_of(s).map(|b| (s.clone(), b))).collect();
+        let budgets = self.budgets_over(key);
         let mut accounts = lock(&self.accounts);
         for (scope, budget) in &budgets {
             let a = KeyBook::account(&mut accounts, scope, *budget, now);
-            let spent_out = a.spent >= budget.cents;
-            let over = cents > 0.0 && a.spent + a.reserved + cents > budget.cents;
-            if over || (spent_out && key.on_budget == OnBudget::Refuse) {
-                let left_cents = (budget.cents - a.spent - a.reserved).max(0.0);
-                return Err(Exhausted {
-                    scope: scope.clone(),
-                    budget_cents: budget.cents,
-                    left_cents,
-                    needed_cents: cents,
-                    resets_at: budget.window.around(now).1,
-                });
+            if let Some(e) = KeyBook::refusal(scope, *budget, a.spent(), a.reserved, cents, key.on_budget) {
+                return Err(e);
             }
         }
-        for (scope, budget) in &budgets {
+        drop(accounts);
+        Ok(self.hold(budgets, cents))
+    }
+
+    /// A hold that Redis granted (or that `reserve` checked), counted here too so that this
+    /// replica goes on holding it if Redis goes away.
+    pub fn hold(&self, scopes: Vec<(Scope, Budget)>, cents: f64) -> Reservation {
+        let now = Utc::now();
+        let mut accounts = lock(&self.accounts);
+        for (scope, budget) in &scopes {
             KeyBook::account(&mut accounts, scope, *budget, now).reserved += cents;
         }
-        Ok(Reservation { scopes: budgets.into_iter().map(|(s, _)| s).collect(), cents })
+        Reservation { id: self.next_hold(), scopes, cents }
+    }
+
+    /// A name for the next hold.
+    pub fn next_hold(&self) -> u64 {
+        self.holds.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The request ended having cost `cents`: its hold is given back and the cost spent.
     pub fn settle(&self, r: &Reservation, cents: f64) {
         let now = Utc::now();
         let mut accounts = lock(&self.accounts);
-        for scope in &r.scopes {
-            if let Some(budget) = self.budget_of(scope) {
-                let a = KeyBook::account(&mut accounts, scope, budget, now);
-                a.reserved = (a.reserved - r.cents).max(0.0);
-                a.spent += cents;
-            }
+        for (scope, budget) in &r.scopes {
+            let a = KeyBook::account(&mut accounts, scope, *budget, now);
+            a.reserved = (a.reserved - r.cents).max(0.0);
+            a.mine += cents;
+        }
+    }
+
+    /// This replica's share of a scope's spend in the window holding now.
+    pub fn mine(&self, scope: &Scope, budget: Budget) -> f64 {
+        KeyBook::account(&mut lock(&self.accounts), scope, budget, Utc::now()).mine
+    }
+
+    /// Every scope with a budget.
+    pub fn budgeted(&self) -> Vec<(Scope, Budget)> {
+        let book = read(&self.book);
+        let keys = book.by_name.values().filter_map(|k| k.spec.budget.map(|b| (Scope::Key(k.spec.name.clone()), b)));
+        let teams = book.teams.values().filter_map(|t| t.budget.map(|b| (Scope::Team(t.name.clone()), b)));
+        keys.chain(teams).collect()
+    }
+
+    /// What Redis says the scope has spent in the window starting at `window_start`, over
+    /// every replica: the part that is not this replica's is the others'.
+    pub fn heard(&self, scope: &Scope, budget: Budget, window_start: i64, total: f64) {
+        let mut accounts = lock(&self.accounts);
+        let a = KeyBook::account(&mut accounts, scope, budget, Utc::now());
+        if a.window_start == window_start {
+            a.others = (total - a.mine).max(0.0);
         }
     }
 
@@ -366,7 +446,7 @@ impl KeyBook {
     pub fn spend(&self, scope: &Scope) -> Option<(f64, Budget)> {
         let budget = self.budget_of(scope)?;
         let mut accounts = lock(&self.accounts);
-        Some((KeyBook::account(&mut accounts, scope, budget, Utc::now()).spent, budget))
+        Some((KeyBook::account(&mut accounts, scope, budget, Utc::now()).spent(), budget))
     }
 
     /// What is left of the tightest budget over the key and its team (None: no budget).

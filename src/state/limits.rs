@@ -15,6 +15,7 @@ type ClientLimiter = DefaultKeyedRateLimiter<String, StateInformationMiddleware>
 
 pub struct Limits {
     backends: Vec<Option<Arc<DefaultDirectRateLimiter>>>,
+    limits_per_minute: Vec<Option<u32>>,
     clients: Option<(Arc<ClientLimiter>, u32)>,
     checks: std::sync::atomic::AtomicU64,
 }
@@ -38,7 +39,8 @@ impl Limits {
             .routing
             .client_rate_limit
             .and_then(|n| per_minute(n).map(|q| (Arc::new(DefaultKeyedRateLimiter::keyed(q).with_middleware::<StateInformationMiddleware>()), n)));
-        Limits { backends, clients, checks: std::sync::atomic::AtomicU64::new(0) }
+        let limits_per_minute = config.backends.iter().map(|b| b.rate_limit_per_minute.filter(|n| *n > 0)).collect();
+        Limits { backends, limits_per_minute, clients, checks: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// After a reload: unchanged backends keep what they have used of their allowance, and
@@ -64,6 +66,16 @@ impl Limits {
             Some(Some(limiter)) => limiter.check().is_ok(),
             _ => true,
         }
+    }
+
+    /// HERMES_CLIENT_RATE_LIMIT, when set.
+    pub fn client_limit(&self) -> Option<u32> {
+        self.clients.as_ref().map(|(_, n)| *n)
+    }
+
+    /// BACKEND_<NAME>_RATE_LIMIT, when set.
+    pub fn backend_limit(&self, backend: usize) -> Option<u32> {
+        self.limits_per_minute.get(backend).copied().flatten()
     }
 
     pub fn client(&self, key: &str) -> ClientVerdict {

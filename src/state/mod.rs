@@ -1,6 +1,7 @@
 //! What outlives one request: the checked configuration, the running gateway (one generation
 //! per configuration) with its health board, model catalog, rate limits and answer cache, what
-//! was learned, the virtual keys and their spend, the analytics file, and the metrics.
+//! was learned, the virtual keys and their spend, what replicas share through Redis, the analytics file, and
+//! the metrics.
 
 pub mod analytics;
 pub mod cache;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod keys;
 pub mod learn;
 pub mod limits;
+pub mod replicas;
 pub mod responses;
 pub mod telemetry;
 

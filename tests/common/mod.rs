@@ -2,9 +2,11 @@
 //! OpenAI's wire format byte for byte.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod keys;
 pub mod mock;
 pub mod mock_anthropic;
 pub mod mock_ollama;
+pub mod redis;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -166,6 +166,11 @@ impl Writer {
                 self.update_backend_totals();
                 let _ = done.send(());
             }
+            Event::Export(dir, reply) => {
+                self.flush();
+                self.update_backend_totals();
+                let _ = reply.send(super::export::to_parquet(&self.conn, &dir));
+            }
         }
     }
 

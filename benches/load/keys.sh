@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# What a virtual key costs, and what sharing it through Redis adds: wrk at 1 and 64 connections
+# through Hermes to nginx answering at once (a paid backend, so every keyed request reserves and
+# settles its budget), in one run, with
+#   static:  a key from HERMES_API_KEYS (no limits, the baseline),
+#   keyed:   a virtual key with a budget, --rpm and --tpm, counted in this process,
+#   redis:   the same key on a gateway with HERMES_REDIS_URL (a local redis-server): its requests
+#            and tokens per minute and its budget are checked in Redis on every request.
+# Prints a markdown table with each row's ratio to `static`.
+#
+#   benches/load/keys.sh            # DURATION=8 seconds per run
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION="${DURATION:-8}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
+cargo build --release --bin hermes -q
+HERMES="$CARGO_TARGET_DIR/release/hermes"
+work="$(mktemp -d)"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 0.2; rm -rf "$work"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); REDIS=$(port)
+answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  server {
+    listen 127.0.0.1:$UP;
+    location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" > "$work/redis.log" 2>&1 & pids+=($!)
+
+# gateway NAME [ENV=VALUE...]: prints its port
+gateway() {
+  local name=$1 p; shift; p=$(port)
+  env HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_ADMIN_KEY=bench-admin HERMES_API_KEYS=bench-static \
+    HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model \
+    BACKEND_BENCH_PRICE_INPUT_PER_MTOK=1 BACKEND_BENCH_PRICE_OUTPUT_PER_MTOK=1 HERMES_SHUTDOWN_GRACE_SECONDS=1 "$@" \
+    "$HERMES" serve > "$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
+  echo "$p"
+}
+LOCAL=$(gateway local)
+SHARED=$(gateway shared HERMES_REDIS_URL=redis://127.0.0.1:$REDIS/0)
+# A key no run can exhaust: its limits are checked on every request, never reached.
+key() { HERMES_ADMIN_KEY=bench-admin "$HERMES" keys create --name bench --budget-usd 100000 --budget-window day \
+  --rpm 100000000 --tpm 1000000000 --url "http://127.0.0.1:$1" | head -1; }
+KEY_LOCAL=$(key "$LOCAL"); KEY_SHARED=$(key "$SHARED")
+
+script() {
+  cat > "$work/$1.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $2"
+wrk.body = '{"model":"bench-model","max_tokens":16,"messages":[{"role":"user","content":"Say hello in one word."}]}'
+LUA
+}
+script static bench-static; script keyed "$KEY_LOCAL"; script redis "$KEY_SHARED"
+# rps p50 p99 (µs) non-2xx
+measure() {
+  wrk -t"$(( $1 > 1 ? 2 : 1 ))" -c"$1" -d"${DURATION}s" --latency -s "$work/$2.lua" "http://127.0.0.1:$3/v1/chat/completions" > "$work/wrk.out" 2>&1
+  python3 - "$work/wrk.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def us(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s|m)$", v).groups()
+    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
+p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"{rps:.0f} {p50:.0f} {p99:.0f} {non2xx.group(1) if non2xx else 0}")
+PY
+}
+echo "| requests | connections | rps | p50 µs | p99 µs | non-2xx | rps vs static | p50 vs static |"
+echo "|---|---|---|---|---|---|---|---|"
+for conns in 1 64; do
+  base=""
+  for row in "static $LOCAL" "keyed $LOCAL" "redis $SHARED"; do
+    set -- $row
+    read -r rps p50 p99 bad < <(measure "$conns" "$1" "$2")
+    [ -z "$base" ] && base="$rps $p50"
+    read -r brps bp50 <<<"$base"
+    printf "| %s | %s | %s | %s | %s | %s | %.2fx | %.2fx |\n" "$1" "$conns" "$rps" "$p50" "$p99" "$bad" \
+      "$(python3 -c "print($rps/$brps)")" "$(python3 -c "print($p50/$bp50)")"
+  done
+done
+echo
+echo "redis: $(redis-cli -p "$REDIS" info commandstats | grep -E 'cmdstat_(evalsha|eval|xadd|set):' | cut -d, -f1 | tr '\n' ' ')"

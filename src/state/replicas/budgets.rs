@@ -1,0 +1,199 @@
+//! Spend and reservations over every replica. Per scope (a key or a team) and window, Redis
+//! holds each replica's share of the spend (`hermes:spend:<scope>:<window start>`, a hash of
+//! replica -> micro-cents) and the holds of requests in flight (`hermes:holds:<scope>`, hold ->
+//! "micro-cents expiry-ms"). One Lua script checks and holds across the key and its team at
+//! once, so concurrent requests on any replicas cannot together pass a budget.
+//!
+//! A replica only ever *sets* its own share to what it knows it spent (never adds): a lost
+//! reply, a Redis restart or a stretch in fail-open mode is mended by the next call, which
+//! writes the share again. Shares only grow within a window, so a late write cannot undo one.
+
+use super::{Down, Replicas};
+use crate::state::keys::{Budget, Exhausted, KeyBook, KeySpec, OnBudget, Reservation, Scope};
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// A hold outlives its request by this much at most (a replica that died holding it).
+const HOLD_TTL_MS: u64 = 15 * 60 * 1000;
+/// Spend hashes outlive their window by a day (every window is at most 31 days).
+const SPEND_TTL_SECONDS: u64 = 32 * 24 * 3600;
+/// Money in Redis is whole micro-cents (doubles in Lua are exact far beyond any budget).
+const MICRO: f64 = 1_000_000.0;
+
+fn micro(cents: f64) -> i64 {
+    (cents * MICRO).round() as i64
+}
+
+fn from_micro(micro: i64) -> f64 {
+    micro as f64 / MICRO
+}
+
+fn scope_key(scope: &Scope) -> String {
+    match scope {
+        Scope::Key(n) => format!("key:{n}"),
+        Scope::Team(n) => format!("team:{n}"),
+    }
+}
+
+fn window_start(budget: Budget) -> i64 {
+    budget.window.around(chrono::Utc::now()).0.timestamp()
+}
+
+/// KEYS: per scope its spend hash and its holds hash. ARGV: the hold's micro-cents, its name,
+/// its life in ms, whether a spent scope refuses even free requests, this replica's name, the
+/// spend TTL, then per scope its budget and this replica's share (micro-cents).
+/// Returns [0 or the 1-based scope that refused, then per scope its spend and holds].
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local need, hold, life, refuse, me, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5], tonumber(ARGV[6])
+local n = #KEYS / 2
+local out = {0}
+local refused = 0
+for i = 1, n do
+  local spend, holds = KEYS[2 * i - 1], KEYS[2 * i]
+  local budget, mine = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
+  if mine > tonumber(redis.call('HGET', spend, me) or '0') then
+    redis.call('HSET', spend, me, ARGV[6 + 2 * i])
+    redis.call('EXPIRE', spend, ttl)
+  end
+  local spent = 0
+  for _, v in ipairs(redis.call('HVALS', spend)) do spent = spent + tonumber(v) end
+  local held = 0
+  local all = redis.call('HGETALL', holds)
+  for j = 1, #all, 2 do
+    local amount, expiry = string.match(all[j + 1], '(%d+) (%d+)')
+    if tonumber(expiry) < now then redis.call('HDEL', holds, all[j]) else held = held + tonumber(amount) end
+  end
+  out[2 * i], out[2 * i + 1] = spent, held
+  if refused == 0 and ((need > 0 and spent + held + need > budget) or (refuse and spent >= budget)) then refused = i end
+end
+out[1] = refused
+if refused == 0 and need > 0 then
+  for i = 1, n do
+    redis.call('HSET', KEYS[2 * i], hold, string.format('%d %d', need, now + life))
+    redis.call('PEXPIRE', KEYS[2 * i], life)
+  end
+end
+return out
+";
+static RESERVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RESERVE));
+
+/// KEYS: per scope its spend hash and holds hash. ARGV: the hold to drop ('' for none), this
+/// replica's name, the spend TTL, then per scope this replica's share. Returns each scope's
+/// spend over every replica.
+const SETTLE: &str = r"
+local hold, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 1, #KEYS / 2 do
+  local spend, holds = KEYS[2 * i - 1], KEYS[2 * i]
+  if hold ~= '' then redis.call('HDEL', holds, hold) end
+  local mine = tonumber(ARGV[3 + i])
+  if mine > tonumber(redis.call('HGET', spend, me) or '0') then
+    redis.call('HSET', spend, me, ARGV[3 + i])
+    redis.call('EXPIRE', spend, ttl)
+  end
+  local spent = 0
+  for _, v in ipairs(redis.call('HVALS', spend)) do spent = spent + tonumber(v) end
+  out[i] = spent
+end
+return out
+";
+static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SETTLE));
+
+fn keys_of(scopes: &[(Scope, Budget)]) -> Vec<String> {
+    scopes.iter().flat_map(|(s, b)| [format!("hermes:spend:{}:{}", scope_key(s), window_start(*b)), format!("hermes:holds:{}", scope_key(s))]).collect()
+}
+
+impl Replicas {
+    fn hold_name(&self, id: u64) -> String {
+        format!("{}:{id}", self.me)
+    }
+
+    /// Holds `cents` against the key's and its team's budgets over every replica. Err(Down):
+    /// Redis did not say; the caller decides by what it knows itself.
+    pub async fn reserve(&self, book: &KeyBook, key: &KeySpec, cents: f64) -> Result<Result<Reservation, Exhausted>, Down> {
+        let scopes = book.budgets_over(key);
+        if scopes.is_empty() {
+            return Ok(Ok(book.hold(scopes, cents)));
+        }
+        let id = book.next_hold();
+        let mut call = RESERVE_SCRIPT.prepare_invoke();
+        for k in keys_of(&scopes) {
+            call.key(k);
+        }
+        let refuse = if key.on_budget == OnBudget::Refuse { "1" } else { "0" };
+        call.arg(micro(cents)).arg(self.hold_name(id)).arg(HOLD_TTL_MS).arg(refuse).arg(&self.me).arg(SPEND_TTL_SECONDS);
+        for (s, b) in &scopes {
+            call.arg(micro(b.cents)).arg(micro(book.mine(s, *b)));
+        }
+        let reply: Vec<i64> = self.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        for (i, (s, b)) in scopes.iter().enumerate() {
+            if let Some(spent) = reply.get(1 + 2 * i) {
+                book.heard(s, *b, window_start(*b), from_micro(*spent));
+            }
+        }
+        let refused = reply.first().copied().unwrap_or(0) as usize;
+        if refused > 0 {
+            let (scope, budget) = &scopes[refused - 1];
+            let spent = from_micro(reply.get(2 * refused - 1).copied().unwrap_or(0));
+            let held = from_micro(reply.get(2 * refused).copied().unwrap_or(0));
+            let why = KeyBook::refusal(scope, *budget, spent, held, cents, key.on_budget);
+            // The script and the check agree; should rounding make them differ, refuse anyway.
+            return Ok(Err(why.unwrap_or(Exhausted {
+                scope: scope.clone(),
+                budget_cents: budget.cents,
+                left_cents: 0.0,
+                needed_cents: cents,
+                resets_at: budget.window.around(chrono::Utc::now()).1,
+            })));
+        }
+        let mut r = book.hold(scopes, cents);
+        r.id = id;
+        Ok(Ok(r))
+    }
+
+    /// After `book.settle`: drops the hold in Redis and writes this replica's new share.
+    pub async fn settle(&self, book: &KeyBook, r: &Reservation) -> Result<(), Down> {
+        self.share(book, &r.scopes, &self.hold_name(r.id)).await
+    }
+
+    /// Writes this replica's share of each scope and reads back the total over all of them.
+    async fn share(&self, book: &KeyBook, scopes: &[(Scope, Budget)], hold: &str) -> Result<(), Down> {
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        let mut call = SETTLE_SCRIPT.prepare_invoke();
+        for k in keys_of(scopes) {
+            call.key(k);
+        }
+        call.arg(hold).arg(&self.me).arg(SPEND_TTL_SECONDS);
+        for (s, b) in scopes {
+            call.arg(micro(book.mine(s, *b)));
+        }
+        let totals: Vec<i64> = self.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        for ((s, b), total) in scopes.iter().zip(totals) {
+            book.heard(s, *b, window_start(*b), from_micro(total));
+        }
+        Ok(())
+    }
+}
+
+/// Every half second: this replica's share of every budget written again (what a Redis that
+/// restarted empty, or a stretch while it was away, lost) and the others' read back, so that
+/// spend shown by any replica is everyone's.
+pub async fn reconcile(replicas: Arc<Replicas>, book: Arc<KeyBook>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !replicas.up() {
+            continue;
+        }
+        let scopes = book.budgeted();
+        for chunk in scopes.chunks(64) {
+            if replicas.share(&book, chunk, "").await.is_err() {
+                break;
+            }
+        }
+    }
+}
