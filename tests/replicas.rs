@@ -11,11 +11,11 @@
 
 mod common;
 
-use common::keys::{admin_reply, ask, cost, create_key, gateway, hermes_cli, spent_cents, STATIC};
+use common::keys::{admin_reply, ask, cost, create_key, gateway, hermes_cli, spent_cents, STATIC, UPSTREAM};
 use common::mock::{MockUpstream, Mode};
 use common::mock_ollama::MockOllama;
 use common::redis::RedisServer;
-use common::{chat_body, curl, env_of, eventually, post_json, sim_backend, CurlReply, Hermes};
+use common::{chat_body, curl, duck, env_of, eventually, post_json, scratch_dir, sim_backend, CurlReply, Hermes};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,6 +134,37 @@ fn a_budget_spent_across_replicas_holds() {
     assert!(agreed.is_some(), "spend on replicas 0, 1, 2: {spends:?}¢; the {} answers cost {total}¢ together", answered.len());
     let (ok, shown) = hermes_cli(&hs[2], &["keys", "show", "burst"]);
     assert!(ok && shown.contains("name:      burst") && shown.contains("spent:"), "{shown}");
+
+    // Redis holds the key's digest, its name and its spend, never a key.
+    let held = redis.everything();
+    assert!(held.contains("burst") && held.contains("hermes:spend:key:burst"), "{held}");
+    for secret in [burst.as_str(), STATIC, UPSTREAM] {
+        assert!(!held.contains(secret), "a key is in Redis");
+    }
+
+    // Each replica's analytics file as Parquet (`hermes export`, written by the running gateway),
+    // read together by the official duckdb package: the key's rows of all three are its spend.
+    let out = scratch_dir("export");
+    let files: Vec<String> = hs
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let dir = out.join(format!("replica-{i}"));
+            let (ok, printed) = hermes_cli(h, &["export", "--dir", dir.to_str().unwrap()]);
+            assert!(ok && printed.contains("jobs.parquet"), "hermes export on replica {i}: {printed}");
+            dir.join("jobs.parquet").display().to_string()
+        })
+        .collect();
+    let list = files.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
+    let rows = duck(
+        std::path::Path::new(":memory:"),
+        &[&format!(
+            "SELECT count(*), sum(cost_cents), count(DISTINCT filename) FROM read_parquet([{list}], filename = true) WHERE key_name = 'burst' AND status = 200"
+        )],
+    );
+    let row = &rows[0][0];
+    assert_eq!(row[0].as_f64(), Some(answered.len() as f64), "answered jobs of the key in the three exports: {row:?}");
+    assert!((row[1].as_f64().unwrap_or(-1.0) - total).abs() < 1e-6, "their cost: {row:?}, the answers said {total}");
 }
 
 #[test]

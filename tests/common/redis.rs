@@ -64,6 +64,22 @@ impl RedisServer {
     }
 
     /// SIGKILL, and wait until it is gone (its port is free again).
+    /// Every key and value Redis holds, as text (strings, hashes and streams: what Hermes
+    /// writes), for looking for what must never be there.
+    pub fn everything(&self) -> String {
+        let mut all = String::new();
+        for key in self.cli(&["--scan"]).lines().filter(|k| !k.is_empty()) {
+            let value = match self.cli(&["TYPE", key]).as_str() {
+                "string" => self.cli(&["GET", key]),
+                "hash" => self.cli(&["HGETALL", key]),
+                "stream" => self.cli(&["XRANGE", key, "-", "+"]),
+                other => format!("({other})"),
+            };
+            all.push_str(&format!("{key}\n{value}\n"));
+        }
+        all
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

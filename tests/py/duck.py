@@ -1,6 +1,6 @@
 """Run SQL against a Hermes analytics file with the official `duckdb` package, read-only.
 
-usage: duck.py FILE SQL [SQL ...]  -> one JSON list of row lists per statement, on stdout.
+usage: duck.py FILE|:memory: SQL [SQL ...]  -> one JSON list of row lists per statement, on stdout.
 A statement "@varchar_columns_containing TEXT" counts, per VARCHAR column of every table,
 the rows whose value contains TEXT (how the tests look for a leaked secret).
 """
@@ -10,7 +10,8 @@ import sys
 import duckdb
 
 path, statements = sys.argv[1], sys.argv[2:]
-con = duckdb.connect(path, read_only=True)
+# ":memory:" for statements that read other files (the Parquet exports) and no analytics file.
+con = duckdb.connect(path) if path == ":memory:" else duckdb.connect(path, read_only=True)
 out = []
 for sql in statements:
     if sql.startswith("@varchar_columns_containing "):
