@@ -60,7 +60,7 @@ fn tally<'a>(replies: impl IntoIterator<Item = &'a CurlReply>) -> BTreeMap<u16, 
 }
 
 #[test]
-fn a_keys_requests_per_minute_hold_across_three_replicas() {
+fn a_keys_requests_and_tokens_per_minute_hold_across_three_replicas() {
     let redis = RedisServer::start();
     let paid = MockUpstream::start("paid", Mode::Ok { gap: Duration::ZERO });
     let home = MockOllama::start();
@@ -101,6 +101,22 @@ fn a_keys_requests_per_minute_hold_across_three_replicas() {
         assert!(r.header("retry-after").is_some(), "replica {i}: a 429 says when to come back: {:?}", r.headers);
         assert!(r.json()["error"]["message"].as_str().unwrap().contains("30 requests per minute"), "replica {i}: {}", r.body);
     }
+
+    // Tokens per minute too (prompt plus completion, 12 + 3 a answer here): one 60-token minute
+    // over the three, where each replica counting alone would serve 3 to 5 answers by itself.
+    let tpm = create_key(&hs[0], &["--name", "tpm60", "--tpm", "60"]);
+    let mut served = 0;
+    let refused = loop {
+        let r = ask(&hs[served % 3], &tpm, "paid-model", &[]);
+        if r.status != 200 {
+            break r;
+        }
+        served += 1;
+        assert!(served < 10, "a 60-token minute over three replicas cannot serve ten 15-token answers");
+    };
+    assert!((3..=5).contains(&served), "{served} answers of 15 tokens in 60 tokens a minute over three replicas");
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("60 tokens per minute"), "{}", refused.body);
 }
 
 #[test]

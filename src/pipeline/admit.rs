@@ -71,24 +71,6 @@ pub fn client_of<D: Downstream>(caller: &Caller, down: &D) -> Option<String> {
     }
 }
 
-/// A virtual key's requests per minute, before anything else is done for it: over every
-/// replica when they share Redis.
-pub async fn key_request_limit(gateway: &Gateway, caller: &Caller) -> Result<(), ApiError> {
-    let Some(key) = caller.key() else { return Ok(()) };
-    let Some(rpm) = key.spec.rpm else { return Ok(()) };
-    let name = &key.spec.name;
-    let what = format!("key:{name}");
-    let counted = match shared(gateway, true, |r| r.request(&what, rpm)).await? {
-        Some(Counted::Allowed { .. }) => Ok(()),
-        Some(Counted::Refused { retry_after }) => Err(retry_after),
-        None => gateway.shared.key_limits.request(name, rpm),
-    };
-    counted.map_err(|wait| {
-        metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
-        ApiError::rate_limited(format!("The key '{name}' may send {rpm} requests per minute."), wait.as_secs_f64().ceil() as u64)
-    })
-}
-
 /// The per-request routing hints a client may send.
 pub struct Hints {
     pub criteria: Option<Criteria>,

@@ -2,7 +2,7 @@
 //! candidates in order. Before the first byte reaches the client any failure fails over (what
 //! counts as one, and what comes next, is `decide::route::retry`); a client that leaves cancels.
 
-use super::admit::{authorize, client_limit, client_of, hint, hints, key_request_limit};
+use super::admit::{authorize, client_limit, client_of, hint, hints};
 use super::answer::{response_head, send_error, send_whole};
 use super::exchange::Exchange;
 use super::relay::{relay_answer, Received, Relay, CLIENT_CLOSED};
@@ -53,7 +53,7 @@ fn max_attempts(gateway: &Gateway) -> usize {
 async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut Exchange, endpoint: Endpoint) -> Result<(), ApiError> {
     ex.caller = authorize(gateway, down).await?;
     ex.client = client_of(&ex.caller, down);
-    key_request_limit(gateway, &ex.caller).await?;
+    super::keyed::requests(gateway, &ex.caller)?;
     client_limit(gateway, down, ex).await?;
     let hints = hints(down)?;
     ex.debug = hint(down, "x-hermes-debug")?.is_some_and(|v| v != "0" && v != "false");
@@ -73,7 +73,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     let keyed = ex.caller.key().cloned();
     let key = keyed.as_deref().map(|k| &k.spec);
     if let Some(k) = key {
-        super::keyed::admit(gateway, ex, k, &request.model, job.prompt_tokens).await?;
+        super::keyed::admit(gateway, ex, k, &request.model, job.prompt_tokens)?;
     }
     let routing = &gateway.config.routing;
     let local_only = hints.local_only || job.personal_data.is_some() || key.is_some_and(|k| k.privacy_local);
@@ -87,7 +87,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         pinned: hints.pinned.as_deref(),
     };
     let decision = match (gateway.decide(&ask), key) {
-        (Ok(d), Some(k)) => super::keyed::plan(gateway, ex, k, &ask, d, max_attempts(gateway)).await,
+        (Ok(d), Some(k)) => super::keyed::plan(gateway, ex, k, &ask, d, max_attempts(gateway), job.prompt_tokens).await,
         (decided, _) => decided,
     };
     let decision = decision.inspect_err(|e| {

@@ -1,31 +1,60 @@
-//! What a virtual key adds to a request: its model allowlist and tokens per minute when the body
-//! is read, its budget on the plan (a reservation of the plan's most expensive try, or only the
-//! free local backends once the budget is spent), and the settlement when the request ends.
+//! What a virtual key adds to a request: its requests per minute first, its model allowlist and
+//! tokens per minute when the body is read, its budget on the plan (a reservation of the plan's
+//! most expensive try, or only the free local backends once the budget is spent), and the
+//! settlement when the request ends. With replicas, the limits and the budget are one round
+//! trip to Redis, on the plan.
 
 use super::admit::shared;
-use super::exchange::Exchange;
+use super::exchange::{Caller, Exchange};
 use crate::decide::route::{Ask, Decision};
 use crate::error::ApiError;
 use crate::state::gateway::Gateway;
 use crate::state::keys::{KeySpec, OnBudget, Scope};
+use crate::state::replicas::budgets::Admitted;
+use std::time::Duration;
 
-/// The model is one the key may use, and its prompt fits the key's tokens per minute (the
-/// estimate is taken now, the rest of the real usage when the request ends).
-pub async fn admit(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, model: &str, prompt_tokens: u64) -> Result<(), ApiError> {
+/// A virtual key's requests per minute, before anything else is done for it. With replicas
+/// they are counted with the rest of its admission, in one round trip to Redis (`plan`).
+pub fn requests(gateway: &Gateway, caller: &Caller) -> Result<(), ApiError> {
+    match caller.key() {
+        Some(key) if gateway.shared.replicas.is_none() => requests_here(gateway, &key.spec),
+        _ => Ok(()),
+    }
+}
+
+/// The key's requests per minute as this process counts them.
+fn requests_here(gateway: &Gateway, key: &KeySpec) -> Result<(), ApiError> {
+    let Some(rpm) = key.rpm else { return Ok(()) };
+    gateway.shared.key_limits.request(&key.name, rpm).map_err(|wait| too_many_requests(key, rpm, wait))
+}
+
+fn too_many_requests(key: &KeySpec, rpm: u32, wait: Duration) -> ApiError {
+    metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
+    ApiError::rate_limited(format!("The key '{}' may send {rpm} requests per minute.", key.name), wait.as_secs_f64().ceil() as u64)
+}
+
+fn too_many_tokens(key: &KeySpec, tpm: u32, wait: Duration) -> ApiError {
+    metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
+    ApiError::rate_limited(format!("The key '{}' may use {tpm} tokens per minute.", key.name), wait.as_secs_f64().ceil() as u64)
+}
+
+/// The model is one the key may use, and (on one replica) its prompt fits the key's tokens per
+/// minute: the estimate is taken now, the rest of the real usage when the request ends.
+pub fn admit(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, model: &str, prompt_tokens: u64) -> Result<(), ApiError> {
     if !allowed(key, model) && model != "auto" {
         return Err(ApiError::model_not_allowed(&key.name, model));
     }
-    if let Some(tpm) = key.tpm {
-        let taken = match shared(gateway, true, |r| r.take_tokens(&key.name, tpm, prompt_tokens)).await? {
-            Some(taken) => taken,
-            None => gateway.shared.key_limits.take_tokens(&key.name, tpm, prompt_tokens),
-        };
-        taken.map_err(|wait| {
-            metrics::counter!("hermes_rate_limited_total", "scope" => "key").increment(1);
-            ApiError::rate_limited(format!("The key '{}' may use {tpm} tokens per minute.", key.name), wait.as_secs_f64().ceil() as u64)
-        })?;
-        ex.tokens_held = prompt_tokens;
+    if gateway.shared.replicas.is_none() {
+        tokens_here(gateway, ex, key, prompt_tokens)?;
     }
+    Ok(())
+}
+
+/// The prompt's tokens from the key's minute, as this process counts them.
+fn tokens_here(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, prompt_tokens: u64) -> Result<(), ApiError> {
+    let Some(tpm) = key.tpm else { return Ok(()) };
+    gateway.shared.key_limits.take_tokens(&key.name, tpm, prompt_tokens).map_err(|wait| too_many_tokens(key, tpm, wait))?;
+    ex.tokens_held = prompt_tokens;
     Ok(())
 }
 
@@ -35,16 +64,43 @@ fn allowed(key: &KeySpec, model: &str) -> bool {
 
 /// The plan as the key's allowlist and budget leave it. The budget holds the cost of the
 /// dearest try the plan may make, so that requests in flight together cannot overspend it.
-pub async fn plan(gateway: &Gateway, ex: &mut Exchange, key: &KeySpec, ask: &Ask<'_>, mut decision: Decision, attempts: usize) -> Result<Decision, ApiError> {
+pub async fn plan(
+    gateway: &Gateway,
+    ex: &mut Exchange,
+    key: &KeySpec,
+    ask: &Ask<'_>,
+    mut decision: Decision,
+    attempts: usize,
+    prompt_tokens: u64,
+) -> Result<Decision, ApiError> {
     decision.candidates.retain(|c| allowed(key, &c.model));
     if decision.candidates.is_empty() {
         return Err(ApiError::model_not_allowed(&key.name, ask.model));
     }
     let estimate = decision.candidates.iter().take(attempts).map(|c| c.estimated_cost_cents).fold(0.0, f64::max);
     let book = &gateway.shared.keys;
-    let reserved = match shared(gateway, true, |r| r.reserve(book, key, estimate)).await? {
-        Some(over_all_replicas) => over_all_replicas,
-        None => book.reserve(key, estimate),
+    let reserved = match shared(gateway, true, |r| r.admit(book, key, estimate, prompt_tokens)).await? {
+        None if gateway.shared.replicas.is_none() => book.reserve(key, estimate),
+        // Redis is away (fail open): this replica's own counters.
+        None => {
+            requests_here(gateway, key)?;
+            tokens_here(gateway, ex, key, prompt_tokens)?;
+            book.reserve(key, estimate)
+        }
+        Some(admitted) => {
+            if key.tpm.is_some() {
+                ex.tokens_held = prompt_tokens;
+            }
+            match admitted {
+                Admitted::Held(r) => Ok(r),
+                Admitted::Budget(spent) => Err(spent),
+                Admitted::Requests(wait) => return Err(too_many_requests(key, key.rpm.unwrap_or(0), wait)),
+                Admitted::Tokens(wait) => {
+                    ex.tokens_held = 0;
+                    return Err(too_many_tokens(key, key.tpm.unwrap_or(0), wait));
+                }
+            }
+        }
     };
     let spent = match reserved {
         Ok(r) => {

@@ -1,8 +1,9 @@
 //! Spend and reservations over every replica. Per scope (a key or a team) and window, Redis
 //! holds each replica's share of the spend (`hermes:spend:<scope>:<window start>`, a hash of
 //! replica -> micro-cents) and the holds of requests in flight (`hermes:holds:<scope>`, hold ->
-//! "micro-cents expiry-ms"). One Lua script checks and holds across the key and its team at
-//! once, so concurrent requests on any replicas cannot together pass a budget.
+//! "micro-cents expiry-ms"). One Lua script admits a keyed request in one round trip: its
+//! requests and tokens per minute, and a hold on the key's and its team's budgets at once, so
+//! concurrent requests on any replicas cannot together pass a budget.
 //!
 //! A replica only ever *sets* its own share to what it knows it spent (never adds): a lost
 //! reply, a Redis restart or a stretch in fail-open mode is mended by the next call, which
@@ -40,22 +41,51 @@ fn window_start(budget: Budget) -> i64 {
     budget.window.around(chrono::Utc::now()).0.timestamp()
 }
 
-/// KEYS: per scope its spend hash and its holds hash. ARGV: the hold's micro-cents, its name,
-/// its life in ms, whether a spent scope refuses even free requests, this replica's name, the
-/// spend TTL, then per scope its budget and this replica's share (micro-cents).
-/// Returns [0 or the 1-based scope that refused, then per scope its spend and holds].
-const RESERVE: &str = r"
+/// A keyed request's whole admission in one round trip, all or nothing: its requests per
+/// minute (GCRA, the whole minute usable at once), its prompt's tokens per minute (a bucket an
+/// answer may overdraw later), and a hold of its estimate on the key's and its team's budgets.
+/// KEYS: the key's rate, its token bucket, then per scope its spend hash and holds hash.
+/// ARGV: the hold's micro-cents, its name, its life in ms, whether a spent scope refuses even
+/// free requests, this replica's name, the spend TTL, rpm (0: none), tpm (0: none), the prompt's
+/// tokens, whether the limits count even when a budget refuses (a key that then goes on on
+/// free local backends), then per scope its budget and this replica's share (micro-cents).
+/// Returns [0, 0] (admitted), [1, µs until a request is allowed], [2, ms until the tokens are
+/// there] or [3, the 1-based scope that refused], then per scope its spend and holds.
+const ADMIT: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
 local need, hold, life, refuse, me, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5], tonumber(ARGV[6])
-local n = #KEYS / 2
-local out = {0}
+local rpm, tpm, tokens, anyway = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1'
+local tat, level
+if rpm > 0 then
+  tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now_us then tat = now_us end
+  tat = tat + math.floor(60000000 / rpm)
+  if tat - 60000000 > now_us then return {1, tat - 60000000 - now_us} end
+end
+if tpm > 0 then
+  local v = redis.call('HMGET', KEYS[2], 'level', 'at')
+  level = tonumber(v[1]) or tpm
+  level = math.min(tpm, level + (now_us - (tonumber(v[2]) or now_us)) * tpm / 60000000)
+  local want = math.min(tokens, tpm)
+  if level < want then return {2, math.ceil((want - level) * 60000 / tpm)} end
+end
+local function count()
+  if rpm > 0 then redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1000) end
+  if tpm > 0 then
+    redis.call('HSET', KEYS[2], 'level', tostring(level - tokens), 'at', string.format('%d', now_us))
+    redis.call('PEXPIRE', KEYS[2], 120000)
+  end
+end
+local n = (#KEYS - 2) / 2
+local out = {0, 0}
 local refused = 0
 for i = 1, n do
-  local spend, holds = KEYS[2 * i - 1], KEYS[2 * i]
-  local budget, mine = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
+  local spend, holds = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local budget, mine = tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i])
   if mine > tonumber(redis.call('HGET', spend, me) or '0') then
-    redis.call('HSET', spend, me, ARGV[6 + 2 * i])
+    redis.call('HSET', spend, me, ARGV[10 + 2 * i])
     redis.call('EXPIRE', spend, ttl)
   end
   local spent = 0
@@ -66,19 +96,24 @@ for i = 1, n do
     local amount, expiry = string.match(all[j + 1], '(%d+) (%d+)')
     if tonumber(expiry) < now then redis.call('HDEL', holds, all[j]) else held = held + tonumber(amount) end
   end
-  out[2 * i], out[2 * i + 1] = spent, held
+  out[1 + 2 * i], out[2 + 2 * i] = spent, held
   if refused == 0 and ((need > 0 and spent + held + need > budget) or (refuse and spent >= budget)) then refused = i end
 end
-out[1] = refused
-if refused == 0 and need > 0 then
+if refused > 0 then
+  if anyway then count() end
+  out[1], out[2] = 3, refused
+  return out
+end
+count()
+if need > 0 then
   for i = 1, n do
-    redis.call('HSET', KEYS[2 * i], hold, string.format('%d %d', need, now + life))
-    redis.call('PEXPIRE', KEYS[2 * i], life)
+    redis.call('HSET', KEYS[2 + 2 * i], hold, string.format('%d %d', need, now + life))
+    redis.call('PEXPIRE', KEYS[2 + 2 * i], life)
   end
 end
 return out
 ";
-static RESERVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RESERVE));
+static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
 
 /// KEYS: per scope its spend hash and holds hash. ARGV: the hold to drop ('' for none), this
 /// replica's name, the spend TTL, then per scope this replica's share. Returns each scope's
@@ -102,6 +137,17 @@ return out
 ";
 static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SETTLE));
 
+/// What a keyed request's admission came to.
+#[derive(Debug)]
+pub enum Admitted {
+    Held(Reservation),
+    /// Over its requests per minute: when one is allowed again.
+    Requests(Duration),
+    /// Over its tokens per minute: when the prompt's tokens are there.
+    Tokens(Duration),
+    Budget(Exhausted),
+}
+
 fn keys_of(scopes: &[(Scope, Budget)]) -> Vec<String> {
     scopes.iter().flat_map(|(s, b)| [format!("hermes:spend:{}:{}", scope_key(s), window_start(*b)), format!("hermes:holds:{}", scope_key(s))]).collect()
 }
@@ -111,37 +157,44 @@ impl Replicas {
         format!("{}:{id}", self.me)
     }
 
-    /// Holds `cents` against the key's and its team's budgets over every replica. Err(Down):
-    /// Redis did not say; the caller decides by what it knows itself.
-    pub async fn reserve(&self, book: &KeyBook, key: &KeySpec, cents: f64) -> Result<Result<Reservation, Exhausted>, Down> {
+    /// A keyed request's admission over every replica (see ADMIT): Err(Down) when Redis did
+    /// not say, and the caller decides by what it knows itself.
+    pub async fn admit(&self, book: &KeyBook, key: &KeySpec, cents: f64, prompt_tokens: u64) -> Result<Admitted, Down> {
         let scopes = book.budgets_over(key);
-        if scopes.is_empty() {
-            return Ok(Ok(book.hold(scopes, cents)));
+        let (rpm, tpm) = (key.rpm.unwrap_or(0), key.tpm.unwrap_or(0));
+        if scopes.is_empty() && rpm == 0 && tpm == 0 {
+            return Ok(Admitted::Held(book.hold(scopes, cents)));
         }
         let id = book.next_hold();
-        let mut call = RESERVE_SCRIPT.prepare_invoke();
+        let mut call = ADMIT_SCRIPT.prepare_invoke();
+        call.key(format!("hermes:rate:key:{}", key.name)).key(format!("hermes:tokens:key:{}", key.name));
         for k in keys_of(&scopes) {
             call.key(k);
         }
         let refuse = if key.on_budget == OnBudget::Refuse { "1" } else { "0" };
+        let anyway = if key.on_budget == OnBudget::Local { "1" } else { "0" };
         call.arg(micro(cents)).arg(self.hold_name(id)).arg(HOLD_TTL_MS).arg(refuse).arg(&self.me).arg(SPEND_TTL_SECONDS);
+        call.arg(rpm).arg(tpm).arg(prompt_tokens).arg(anyway);
         for (s, b) in &scopes {
             call.arg(micro(b.cents)).arg(micro(book.mine(s, *b)));
         }
         let reply: Vec<i64> = self.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
-        for (i, (s, b)) in scopes.iter().enumerate() {
-            if let Some(spent) = reply.get(1 + 2 * i) {
-                book.heard(s, *b, window_start(*b), from_micro(*spent));
-            }
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0);
+        match at(0) {
+            1 => return Ok(Admitted::Requests(Duration::from_micros(at(1).max(0) as u64))),
+            2 => return Ok(Admitted::Tokens(Duration::from_millis(at(1).max(0) as u64))),
+            _ => {}
         }
-        let refused = reply.first().copied().unwrap_or(0) as usize;
-        if refused > 0 {
+        for (i, (s, b)) in scopes.iter().enumerate() {
+            book.heard(s, *b, window_start(*b), from_micro(at(2 + 2 * i)));
+        }
+        if at(0) == 3 {
+            let refused = (at(1).max(1) as usize).min(scopes.len());
             let (scope, budget) = &scopes[refused - 1];
-            let spent = from_micro(reply.get(2 * refused - 1).copied().unwrap_or(0));
-            let held = from_micro(reply.get(2 * refused).copied().unwrap_or(0));
+            let (spent, held) = (from_micro(at(2 * refused)), from_micro(at(2 * refused + 1)));
             let why = KeyBook::refusal(scope, *budget, spent, held, cents, key.on_budget);
             // The script and the check agree; should rounding make them differ, refuse anyway.
-            return Ok(Err(why.unwrap_or(Exhausted {
+            return Ok(Admitted::Budget(why.unwrap_or(Exhausted {
                 scope: scope.clone(),
                 budget_cents: budget.cents,
                 left_cents: 0.0,
@@ -151,7 +204,7 @@ impl Replicas {
         }
         let mut r = book.hold(scopes, cents);
         r.id = id;
-        Ok(Ok(r))
+        Ok(Admitted::Held(r))
     }
 
     /// After `book.settle`: drops the hold in Redis and writes this replica's new share.

@@ -1,6 +1,7 @@
 //! Rate limits over every replica: requests per minute as GCRA (the whole minute's allowance
-//! usable at once, refilled continuously, as governor does on one replica), and a key's tokens
-//! per minute as a bucket an answer may overdraw. Both read Redis's own clock, so replicas
+//! usable at once, refilled continuously, as governor does on one replica) for clients and
+//! backends, and what an answer adds to a key's tokens per minute (a key's own limits are
+//! taken with its budget in one script, budgets.rs). Both read Redis's own clock, so replicas
 //! whose clocks differ still agree.
 
 use super::{Down, Replicas};
@@ -23,25 +24,21 @@ return {1, math.floor((now + 60000000 - after) / interval)}
 ";
 static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
 
-/// KEYS[1]: a bucket (`level`, `at` in µs). ARGV: tokens per minute, tokens, and `take` (only
-/// when the bucket holds them, or all of it for a prompt bigger than a minute) or `charge`
-/// (always, overdrawing). Returns [1, 0] or [0, ms until it would hold them].
-const TOKENS: &str = r"
+/// KEYS[1]: a key's token bucket (`level`, `at` in µs), whose prompt tokens were taken on
+/// admission (budgets.rs, ADMIT). ARGV: tokens per minute, and the tokens an answer used beyond
+/// that (negative: gives some back); the bucket may be overdrawn, so the next request waits.
+const CHARGE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cap, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local v = redis.call('HMGET', KEYS[1], 'level', 'at')
 local level, at = tonumber(v[1]) or cap, tonumber(v[2]) or now
 level = math.min(cap, level + (now - at) * cap / 60000000)
-if ARGV[3] == 'take' then
-  local need = math.min(n, cap)
-  if level < need then return {0, math.ceil((need - level) * 60000 / cap)} end
-end
 redis.call('HSET', KEYS[1], 'level', tostring(level - n), 'at', string.format('%d', now))
 redis.call('PEXPIRE', KEYS[1], 120000)
-return {1, 0}
+return 1
 ";
-static TOKENS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TOKENS));
+static CHARGE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CHARGE));
 
 /// One request against a shared per-minute limit.
 pub enum Counted {
@@ -63,23 +60,10 @@ impl Replicas {
         })
     }
 
-    /// Takes a prompt's tokens from a key's minute; Ok(Err(wait)) while it cannot.
-    pub async fn take_tokens(&self, key: &str, tpm: u32, tokens: u64) -> Result<Result<(), Duration>, Down> {
-        let reply = self.tokens(key, tpm, tokens as i64, "take").await?;
-        Ok(match reply.as_slice() {
-            [0, wait, ..] => Err(Duration::from_millis((*wait).max(0) as u64)),
-            _ => Ok(()),
-        })
-    }
-
     /// Charges what an answer used beyond what admission took (negative: gives some back).
     pub async fn charge_tokens(&self, key: &str, tpm: u32, tokens: i64) -> Result<(), Down> {
-        self.tokens(key, tpm, tokens, "charge").await.map(|_| ())
-    }
-
-    async fn tokens(&self, key: &str, tpm: u32, tokens: i64, how: &str) -> Result<Vec<i64>, Down> {
-        let mut call = TOKENS_SCRIPT.prepare_invoke();
-        call.key(format!("hermes:tokens:key:{key}")).arg(tpm.max(1)).arg(tokens).arg(how);
-        self.call(|mut c| async move { call.invoke_async(&mut c).await }).await
+        let mut call = CHARGE_SCRIPT.prepare_invoke();
+        call.key(format!("hermes:tokens:key:{key}")).arg(tpm.max(1)).arg(tokens);
+        self.call(|mut c| async move { call.invoke_async::<i64>(&mut c).await }).await.map(|_| ())
     }
 }
