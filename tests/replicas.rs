@@ -444,3 +444,30 @@ fn redis_down_in_fail_closed_refuses_keyed_requests_only() {
     });
     assert!(back.is_some(), "5 s after Redis came back, the key on replicas 0, 1, 2 gets {last:?}");
 }
+
+#[test]
+fn client_and_backend_rate_limits_hold_across_three_replicas() {
+    let redis = RedisServer::start();
+    let paid = MockUpstream::start("paid", Mode::Ok { gap: Duration::ZERO });
+    let home = MockOllama::start();
+    let mut env = shared(&redis, "open", COUNTING_TIMEOUT_MS);
+
+    // HERMES_CLIENT_RATE_LIMIT: 5 a minute for the static key, over the three together.
+    env.push(("HERMES_CLIENT_RATE_LIMIT", "5".into()));
+    let hs: Vec<Hermes> = (0..3).map(|_| gateway(&paid, &home, &env)).collect();
+    let statuses: Vec<u16> = (0..9).map(|n| ask(&hs[n % 3], STATIC, "paid-model", &[]).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429], "5 a minute for one client over three replicas, round robin");
+    drop(hs);
+
+    // BACKEND_PAID_RATE_LIMIT: the paid backend takes 4 a minute from all three together; past
+    // that no replica sends it more (the model has no other backend).
+    env.pop();
+    env.push(("BACKEND_PAID_RATE_LIMIT", "4".into()));
+    let hs: Vec<Hermes> = (0..3).map(|_| gateway(&paid, &home, &env)).collect();
+    let chats = || paid.calls().iter().filter(|c| c.path.ends_with("/chat/completions")).count();
+    let before = chats();
+    let replies: Vec<CurlReply> = (0..9).map(|n| ask(&hs[n % 3], STATIC, "paid-model", &[])).collect();
+    let answered = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!((answered, chats() - before), (4, 4), "statuses {:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(replies.iter().skip(4).all(|r| r.status == 429), "{:?}", replies.iter().map(|r| (r.status, r.body.as_str())).collect::<Vec<_>>());
+}

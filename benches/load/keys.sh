@@ -70,18 +70,7 @@ script static bench-static; script keyed "$KEY_LOCAL"; script redis "$KEY_SHARED
 # rps p50 p99 (µs) non-2xx
 measure() {
   wrk -t"$(( $1 > 1 ? 2 : 1 ))" -c"$1" -d"${DURATION}s" --latency -s "$work/$2.lua" "http://127.0.0.1:$3/v1/chat/completions" > "$work/wrk.out" 2>&1
-  python3 - "$work/wrk.out" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def us(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s|m)$", v).groups()
-    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
-p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {p50:.0f} {p99:.0f} {non2xx.group(1) if non2xx else 0}")
-PY
+  python3 benches/load/wrk_summary.py "$work/wrk.out"
 }
 echo "| requests | connections | rps | p50 µs | p99 µs | non-2xx | rps vs static | p50 vs static |"
 echo "|---|---|---|---|---|---|---|---|"
