@@ -79,6 +79,7 @@ pub async fn plan(
     }
     let estimate = decision.candidates.iter().take(attempts).map(|c| c.estimated_cost_cents).fold(0.0, f64::max);
     let book = &gateway.shared.keys;
+    let taken = if key.tpm.is_some() { prompt_tokens } else { 0 };
     let reserved = match shared(gateway, true, |r| r.admit(book, key, estimate, prompt_tokens)).await? {
         None if gateway.shared.replicas.is_none() => book.reserve(key, estimate),
         // Redis is away (fail open): this replica's own counters.
@@ -87,19 +88,16 @@ pub async fn plan(
             tokens_here(gateway, ex, key, prompt_tokens)?;
             book.reserve(key, estimate)
         }
-        Some(admitted) => {
-            if key.tpm.is_some() {
-                ex.tokens_held = prompt_tokens;
-            }
-            match admitted {
-                Admitted::Held(r) => Ok(r),
-                Admitted::Budget(spent) => Err(spent),
-                Admitted::Requests(wait) => return Err(too_many_requests(key, key.rpm.unwrap_or(0), wait)),
-                Admitted::Tokens(wait) => {
-                    ex.tokens_held = 0;
-                    return Err(too_many_tokens(key, key.tpm.unwrap_or(0), wait));
-                }
-            }
+        Some(Admitted::Requests(wait)) => return Err(too_many_requests(key, key.rpm.unwrap_or(0), wait)),
+        Some(Admitted::Tokens(wait)) => return Err(too_many_tokens(key, key.tpm.unwrap_or(0), wait)),
+        // Redis took the prompt's tokens from the key's minute (also when a budget refused it).
+        Some(Admitted::Held(r)) => {
+            ex.tokens_held = taken;
+            Ok(r)
+        }
+        Some(Admitted::Budget(spent)) => {
+            ex.tokens_held = taken;
+            Err(spent)
         }
     };
     let spent = match reserved {

@@ -367,13 +367,18 @@ impl KeyBook {
     pub fn refusal(scope: &Scope, budget: Budget, spent: f64, held: f64, cents: f64, on_budget: OnBudget) -> Option<Exhausted> {
         let spent_out = spent >= budget.cents;
         let over = cents > 0.0 && spent + held + cents > budget.cents;
-        (over || (spent_out && on_budget == OnBudget::Refuse)).then(|| Exhausted {
+        (over || (spent_out && on_budget == OnBudget::Refuse)).then(|| KeyBook::exhausted(scope, budget, spent, held, cents))
+    }
+
+    /// The refusal of `cents` in a scope that has spent `spent` with `held` on hold.
+    pub fn exhausted(scope: &Scope, budget: Budget, spent: f64, held: f64, cents: f64) -> Exhausted {
+        Exhausted {
             scope: scope.clone(),
             budget_cents: budget.cents,
             left_cents: (budget.cents - spent - held).max(0.0),
             needed_cents: cents,
             resets_at: budget.window.around(Utc::now()).1,
-        })
+        }
     }
 
     /// Holds `cents` against the key's budget and its team's, all or nothing, by what this
@@ -389,18 +394,18 @@ impl KeyBook {
             }
         }
         drop(accounts);
-        Ok(self.hold(budgets, cents))
+        Ok(self.hold(self.next_hold(), budgets, cents))
     }
 
-    /// A hold that Redis granted (or that `reserve` checked), counted here too so that this
-    /// replica goes on holding it if Redis goes away.
-    pub fn hold(&self, scopes: Vec<(Scope, Budget)>, cents: f64) -> Reservation {
+    /// Hold `id` (from `next_hold`), granted by Redis or checked by `reserve`, counted here too
+    /// so that this replica goes on holding it if Redis goes away.
+    pub fn hold(&self, id: u64, scopes: Vec<(Scope, Budget)>, cents: f64) -> Reservation {
         let now = Utc::now();
         let mut accounts = lock(&self.accounts);
         for (scope, budget) in &scopes {
             KeyBook::account(&mut accounts, scope, *budget, now).reserved += cents;
         }
-        Reservation { id: self.next_hold(), scopes, cents }
+        Reservation { id, scopes, cents }
     }
 
     /// A name for the next hold.

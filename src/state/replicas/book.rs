@@ -24,14 +24,17 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 impl Replicas {
     /// A key made or revoked here, for every replica.
     pub async fn publish_key(&self, k: &KeyRecord) -> Result<(), Down> {
-        let entry = (k.digest.clone(), json(k));
-        self.call(|mut c| async move { redis::pipe().atomic().hset(KEYS, entry.0, entry.1).ignore().incr(VERSION, 1).ignore().query_async(&mut c).await }).await
+        self.publish(KEYS, k.digest.clone(), json(k)).await
     }
 
+    /// A team made or changed here, for every replica.
     pub async fn publish_team(&self, t: &TeamRecord) -> Result<(), Down> {
-        let entry = (t.name.clone(), json(t));
-        self.call(|mut c| async move { redis::pipe().atomic().hset(TEAMS, entry.0, entry.1).ignore().incr(VERSION, 1).ignore().query_async(&mut c).await })
-            .await
+        self.publish(TEAMS, t.name.clone(), json(t)).await
+    }
+
+    /// One record into its table, and the version bumped, at once.
+    async fn publish(&self, table: &'static str, field: String, record: String) -> Result<(), Down> {
+        self.call(|mut c| async move { redis::pipe().atomic().hset(table, field, record).ignore().incr(VERSION, 1).ignore().query_async(&mut c).await }).await
     }
 
     /// A key this replica does not know, by its digest: true when Redis knew it (it is now in

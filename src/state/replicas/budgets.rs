@@ -9,6 +9,7 @@
 //! reply, a Redis restart or a stretch in fail-open mode is mended by the next call, which
 //! writes the share again. Shares only grow within a window, so a late write cannot undo one.
 
+use super::rates::LIMITS_LUA;
 use super::{Down, Replicas};
 use crate::state::keys::{Budget, Exhausted, KeyBook, KeySpec, OnBudget, Reservation, Scope};
 use std::sync::Arc;
@@ -41,6 +42,20 @@ fn window_start(budget: Budget) -> i64 {
     budget.window.around(chrono::Utc::now()).0.timestamp()
 }
 
+/// What both budget scripts start with: this replica's share of a scope's spend written (only
+/// ever up, since shares grow within a window) and the spend over every replica read back.
+const SHARE_LUA: &str = r"
+local function share(spend, me, mine, ttl)
+  if tonumber(mine) > tonumber(redis.call('HGET', spend, me) or '0') then
+    redis.call('HSET', spend, me, mine)
+    redis.call('EXPIRE', spend, ttl)
+  end
+  local spent = 0
+  for _, v in ipairs(redis.call('HVALS', spend)) do spent = spent + tonumber(v) end
+  return spent
+end
+";
+
 /// A keyed request's whole admission in one round trip, all or nothing: its requests per
 /// minute (GCRA, the whole minute usable at once), its prompt's tokens per minute (a bucket an
 /// answer may overdraw later), and a hold of its estimate on the key's and its team's budgets.
@@ -52,44 +67,31 @@ fn window_start(budget: Budget) -> i64 {
 /// Returns [0, 0] (admitted), [1, µs until a request is allowed], [2, ms until the tokens are
 /// there] or [3, the 1-based scope that refused], then per scope its spend and holds.
 const ADMIT: &str = r"
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
 local need, hold, life, refuse, me, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5], tonumber(ARGV[6])
 local rpm, tpm, tokens, anyway = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1'
 local tat, level
 if rpm > 0 then
-  tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if tat < now_us then tat = now_us end
-  tat = tat + math.floor(60000000 / rpm)
-  if tat - 60000000 > now_us then return {1, tat - 60000000 - now_us} end
+  local wait
+  tat, wait = gcra_after(KEYS[1], rpm)
+  if wait > 0 then return {1, wait} end
 end
 if tpm > 0 then
-  local v = redis.call('HMGET', KEYS[2], 'level', 'at')
-  level = tonumber(v[1]) or tpm
-  level = math.min(tpm, level + (now_us - (tonumber(v[2]) or now_us)) * tpm / 60000000)
+  level = bucket_level(KEYS[2], tpm)
   local want = math.min(tokens, tpm)
   if level < want then return {2, math.ceil((want - level) * 60000 / tpm)} end
 end
 local function count()
-  if rpm > 0 then redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1000) end
-  if tpm > 0 then
-    redis.call('HSET', KEYS[2], 'level', tostring(level - tokens), 'at', string.format('%d', now_us))
-    redis.call('PEXPIRE', KEYS[2], 120000)
-  end
+  if rpm > 0 then gcra_set(KEYS[1], tat) end
+  if tpm > 0 then bucket_set(KEYS[2], level - tokens) end
 end
 local n = (#KEYS - 2) / 2
 local out = {0, 0}
 local refused = 0
 for i = 1, n do
   local spend, holds = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local budget, mine = tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i])
-  if mine > tonumber(redis.call('HGET', spend, me) or '0') then
-    redis.call('HSET', spend, me, ARGV[10 + 2 * i])
-    redis.call('EXPIRE', spend, ttl)
-  end
-  local spent = 0
-  for _, v in ipairs(redis.call('HVALS', spend)) do spent = spent + tonumber(v) end
+  local budget = tonumber(ARGV[9 + 2 * i])
+  local spent = share(spend, me, ARGV[10 + 2 * i], ttl)
   local held = 0
   local all = redis.call('HGETALL', holds)
   for j = 1, #all, 2 do
@@ -113,7 +115,7 @@ if need > 0 then
 end
 return out
 ";
-static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
+static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&format!("{LIMITS_LUA}{SHARE_LUA}{ADMIT}")));
 
 /// KEYS: per scope its spend hash and holds hash. ARGV: the hold to drop ('' for none), this
 /// replica's name, the spend TTL, then per scope this replica's share. Returns each scope's
@@ -124,18 +126,11 @@ local out = {}
 for i = 1, #KEYS / 2 do
   local spend, holds = KEYS[2 * i - 1], KEYS[2 * i]
   if hold ~= '' then redis.call('HDEL', holds, hold) end
-  local mine = tonumber(ARGV[3 + i])
-  if mine > tonumber(redis.call('HGET', spend, me) or '0') then
-    redis.call('HSET', spend, me, ARGV[3 + i])
-    redis.call('EXPIRE', spend, ttl)
-  end
-  local spent = 0
-  for _, v in ipairs(redis.call('HVALS', spend)) do spent = spent + tonumber(v) end
-  out[i] = spent
+  out[i] = share(spend, me, ARGV[3 + i], ttl)
 end
 return out
 ";
-static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SETTLE));
+static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&format!("{SHARE_LUA}{SETTLE}")));
 
 /// What a keyed request's admission came to.
 #[derive(Debug)]
@@ -162,10 +157,10 @@ impl Replicas {
     pub async fn admit(&self, book: &KeyBook, key: &KeySpec, cents: f64, prompt_tokens: u64) -> Result<Admitted, Down> {
         let scopes = book.budgets_over(key);
         let (rpm, tpm) = (key.rpm.unwrap_or(0), key.tpm.unwrap_or(0));
-        if scopes.is_empty() && rpm == 0 && tpm == 0 {
-            return Ok(Admitted::Held(book.hold(scopes, cents)));
-        }
         let id = book.next_hold();
+        if scopes.is_empty() && rpm == 0 && tpm == 0 {
+            return Ok(Admitted::Held(book.hold(id, scopes, cents)));
+        }
         let mut call = ADMIT_SCRIPT.prepare_invoke();
         call.key(format!("hermes:rate:key:{}", key.name)).key(format!("hermes:tokens:key:{}", key.name));
         for k in keys_of(&scopes) {
@@ -192,19 +187,10 @@ impl Replicas {
             let refused = (at(1).max(1) as usize).min(scopes.len());
             let (scope, budget) = &scopes[refused - 1];
             let (spent, held) = (from_micro(at(2 * refused)), from_micro(at(2 * refused + 1)));
-            let why = KeyBook::refusal(scope, *budget, spent, held, cents, key.on_budget);
-            // The script and the check agree; should rounding make them differ, refuse anyway.
-            return Ok(Admitted::Budget(why.unwrap_or(Exhausted {
-                scope: scope.clone(),
-                budget_cents: budget.cents,
-                left_cents: 0.0,
-                needed_cents: cents,
-                resets_at: budget.window.around(chrono::Utc::now()).1,
-            })));
+            // The script refused: so does this, even should rounding make the check differ.
+            return Ok(Admitted::Budget(KeyBook::exhausted(scope, *budget, spent, held, cents)));
         }
-        let mut r = book.hold(scopes, cents);
-        r.id = id;
-        Ok(Admitted::Held(r))
+        Ok(Admitted::Held(book.hold(id, scopes, cents)))
     }
 
     /// After `book.settle`: drops the hold in Redis and writes this replica's new share.

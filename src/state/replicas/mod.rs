@@ -34,7 +34,6 @@ pub struct Replicas {
     up: AtomicBool,
     /// Learned results and served requests waiting to be published.
     outbox: tokio::sync::mpsc::Sender<learning::Note>,
-    outbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<learning::Note>>>,
 }
 
 /// Why a shared answer is not there: Redis did not answer in time (or at all).
@@ -69,16 +68,10 @@ impl Replicas {
             ConnectionManager::new_lazy_with_config(client, settings).map_err(|_| "cannot set up the Redis connection".to_string())?
         };
         let (outbox, rx) = tokio::sync::mpsc::channel(learning::OUTBOX);
-        Ok(Arc::new(Replicas {
-            conn,
-            runtime: handle,
-            me,
-            timeout: config.timeout,
-            fail_closed: config.fail_closed,
-            up: AtomicBool::new(true),
-            outbox,
-            outbox_rx: std::sync::Mutex::new(Some(rx)),
-        }))
+        let replicas =
+            Arc::new(Replicas { conn, runtime: handle, me, timeout: config.timeout, fail_closed: config.fail_closed, up: AtomicBool::new(true), outbox });
+        replicas.runtime.spawn(learning::publish(replicas.clone(), rx));
+        Ok(replicas)
     }
 
     /// Whether Redis answered lately.
@@ -152,10 +145,6 @@ impl Replicas {
         self.runtime.spawn(self.clone().probe());
         self.runtime.spawn(book::follow(self.clone(), shared.keys.clone(), shared.analytics.clone()));
         self.runtime.spawn(budgets::reconcile(self.clone(), shared.keys.clone()));
-        let rx = crate::state::lock(&self.outbox_rx).take();
-        if let Some(rx) = rx {
-            self.runtime.spawn(learning::publish(self.clone(), rx));
-        }
         self.runtime.spawn(learning::follow(self.clone(), shared.learner.clone()));
     }
 
@@ -168,12 +157,10 @@ impl Replicas {
 /// This replica's stable name: its host and analytics file (one writer per file, so no two
 /// running replicas share both).
 pub fn replica_name(db_path: &std::path::Path) -> String {
-    use sha2::{Digest, Sha256};
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::fs::read_to_string("/etc/hostname")).unwrap_or_default();
     // The folder, which exists before the file does: the name is the same on the first start.
     let folder = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let path = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf()).join(db_path.file_name().unwrap_or_default());
-    let digest = Sha256::digest(format!("{}\n{}", host.trim(), path.display()).as_bytes());
-    let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{short}", host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(24).collect::<String>())
+    let digest = crate::state::keys::digest(&format!("{}\n{}", host.trim(), path.display()));
+    format!("{}-{}", host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(24).collect::<String>(), &digest[..12])
 }

@@ -8,37 +8,54 @@ use super::{Down, Replicas};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+/// What every limit script starts with (this one's and budgets.rs's ADMIT): Redis's clock, and
+/// the two kinds of limit, each read (what it would be after this request) apart from written
+/// (once every check of the script has passed).
+pub(super) const LIMITS_LUA: &str = r"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- GCRA: the theoretical arrival time (µs) after one more request, the µs until that is
+-- allowed (0: now; the whole minute is usable at once) and the interval between requests.
+local function gcra_after(key, per_minute)
+  local interval = math.floor(60000000 / per_minute)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now_us then tat = now_us end
+  local after = tat + interval
+  return after, math.max(0, after - 60000000 - now_us), interval
+end
+local function gcra_set(key, after)
+  redis.call('SET', key, string.format('%d', after), 'PX', math.ceil((after - now_us) / 1000) + 1000)
+end
+-- A token bucket (`level`, `at` in µs) refilled to now; it may have been overdrawn.
+local function bucket_level(key, cap)
+  local v = redis.call('HMGET', key, 'level', 'at')
+  local level = tonumber(v[1]) or cap
+  return math.min(cap, level + (now_us - (tonumber(v[2]) or now_us)) * cap / 60000000)
+end
+local function bucket_set(key, level)
+  redis.call('HSET', key, 'level', tostring(level), 'at', string.format('%d', now_us))
+  redis.call('PEXPIRE', key, 120000)
+end
+";
+
 /// KEYS[1]: the limit's theoretical arrival time in µs. ARGV: requests per minute.
 /// Returns [1, requests left] or [0, µs until one is allowed].
 const GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = math.floor(60000000 / tonumber(ARGV[1]))
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local after = tat + interval
-local allow_at = after - 60000000
-if allow_at > now then return {0, allow_at - now} end
-redis.call('SET', KEYS[1], string.format('%d', after), 'PX', math.ceil((after - now) / 1000) + 1000)
-return {1, math.floor((now + 60000000 - after) / interval)}
+local after, wait, interval = gcra_after(KEYS[1], tonumber(ARGV[1]))
+if wait > 0 then return {0, wait} end
+gcra_set(KEYS[1], after)
+return {1, math.floor((now_us + 60000000 - after) / interval)}
 ";
-static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
+static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&format!("{LIMITS_LUA}{GCRA}")));
 
-/// KEYS[1]: a key's token bucket (`level`, `at` in µs), whose prompt tokens were taken on
-/// admission (budgets.rs, ADMIT). ARGV: tokens per minute, and the tokens an answer used beyond
-/// that (negative: gives some back); the bucket may be overdrawn, so the next request waits.
+/// KEYS[1]: a key's token bucket, whose prompt tokens were taken on admission (budgets.rs,
+/// ADMIT). ARGV: tokens per minute, and the tokens an answer used beyond that (negative: gives
+/// some back); the bucket may be overdrawn, so the next request waits.
 const CHARGE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cap, n = tonumber(ARGV[1]), tonumber(ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 'level', 'at')
-local level, at = tonumber(v[1]) or cap, tonumber(v[2]) or now
-level = math.min(cap, level + (now - at) * cap / 60000000)
-redis.call('HSET', KEYS[1], 'level', tostring(level - n), 'at', string.format('%d', now))
-redis.call('PEXPIRE', KEYS[1], 120000)
+bucket_set(KEYS[1], bucket_level(KEYS[1], tonumber(ARGV[1])) - tonumber(ARGV[2]))
 return 1
 ";
-static CHARGE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CHARGE));
+static CHARGE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(&format!("{LIMITS_LUA}{CHARGE}")));
 
 /// One request against a shared per-minute limit.
 pub enum Counted {
