@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-connection tail: wrk -c1 straight to an instant nginx upstream, then through Hermes to it;
+# then the quantiles Hermes itself recorded (jobs.response_time_ms, overhead_ms) from its DuckDB file,
+# so that the wait outside Hermes's own timer shows. Needs nginx, wrk and the test venv (cargo test builds it).
+# EXTRA="RUST_LOG=warn" passes variables to the gateway; D=30 for longer runs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+H=${HERMES_BINARY:-${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/release/hermes}
+work=$(mktemp -d); pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); HP=$(port)
+answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
+cat > $work/nginx.conf <<NGINX
+worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $work/body;
+  server { listen 127.0.0.1:$UP;
+    location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
+    location / { default_type application/json; return 200 '$answer'; } } }
+NGINX
+nginx -c $work/nginx.conf -p $work & pids+=($!)
+env HERMES_LISTEN=127.0.0.1:$HP HERMES_DB_PATH=$work/h.duckdb HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom \
+  BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model ${EXTRA:-} $H serve > $work/h.log 2>&1 & pids+=($!)
+HPID=$!
+for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:$HP/health 2>/dev/null && break; sleep 0.1; done
+cat > $work/post.lua <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
+LUA
+for target in "direct $UP" "hermes $HP"; do set -- $target
+  ${WRAP:-} wrk -t1 -c1 -d${D:-10}s --latency -s $work/post.lua http://127.0.0.1:$2/v1/chat/completions > $work/w.out
+  echo "$1 $(python3 benches/load/wrk_summary.py $work/w.out)"
+done
+kill -TERM $HPID; sleep 2; PY=${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/tmp/venv-openai/bin/python; $PY -c "
+import duckdb,sys
+c=duckdb.connect(sys.argv[1], read_only=True)
+print(c.execute(\"select count(*), quantile_cont(response_time_ms,[0.5,0.9,0.99,0.999]), quantile_cont(overhead_ms,[0.5,0.9,0.99,0.999]), max(overhead_ms), max(response_time_ms) from jobs\").fetchall())" $work/h.duckdb
