@@ -30,10 +30,16 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
 LUA
 for target in "direct $UP" "hermes $HP"; do set -- $target
-  ${WRAP:-} wrk -t1 -c1 -d${D:-10}s --latency -s $work/post.lua http://127.0.0.1:$2/v1/chat/completions > $work/w.out
+  wrk -t1 -c1 -d${D:-10}s --latency -s $work/post.lua http://127.0.0.1:$2/v1/chat/completions > $work/w.out
   echo "$1 $(python3 benches/load/wrk_summary.py $work/w.out)"
 done
-kill -TERM $HPID; sleep 2; PY=${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/tmp/venv-openai/bin/python; $PY -c "
-import duckdb,sys
-c=duckdb.connect(sys.argv[1], read_only=True)
-print(c.execute(\"select count(*), quantile_cont(response_time_ms,[0.5,0.9,0.99,0.999]), quantile_cont(overhead_ms,[0.5,0.9,0.99,0.999]), max(overhead_ms), max(response_time_ms) from jobs\").fetchall())" $work/h.duckdb
+# The jobs are read once the gateway has written them all: wait for its exit, not a fixed sleep.
+kill -TERM $HPID; wait $HPID || true
+PY=${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/tmp/venv-openai/bin/python
+$PY - $work/h.duckdb <<'PY'
+import duckdb, sys
+c = duckdb.connect(sys.argv[1], read_only=True)
+n, rt, oh = c.execute("select count(*), quantile_cont(response_time_ms,[0.5,0.99,0.999]), quantile_cont(overhead_ms,[0.5,0.99,0.999]) from jobs").fetchone()
+print(f"hermes's own timer over {n} jobs: response_time_ms p50/p99/p99.9 " + " / ".join(f"{x:.3f}" for x in rt)
+      + ", overhead_ms " + " / ".join(f"{x:.3f}" for x in oh))
+PY
