@@ -28,12 +28,15 @@ pub struct Call<'a> {
     /// unchanged (`anthropic-version`, `anthropic-beta` on the Messages door).
     pub original: &'a Bytes,
     pub passed_headers: &'a [(&'static str, String)],
+    /// The W3C trace context (`traceparent`, `tracestate`) every backend gets: the attempt's
+    /// span when traces are exported, else the client's own.
+    pub trace_headers: &'a [(&'static str, String)],
 }
 
 impl<'a> Call<'a> {
     /// A chat completions call of Hermes's own (shadows, comparisons): nothing passed through.
     pub fn chat(request: &'a ApiRequest, body: &'a Bytes, model: &'a str) -> Call<'a> {
-        Call { request, body: body.clone(), model, original: body, passed_headers: &[] }
+        Call { request, body: body.clone(), model, original: body, passed_headers: &[], trace_headers: &[] }
     }
 }
 

@@ -303,6 +303,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(hermes::server::run),
         Command::CheckConfig(args) => args.load().and_then(|c| {
             print!("{}", c.describe());
+            hermes::state::traces::check()?;
             match c.unknown_vars.as_slice() {
                 [] => Ok(()),
                 unknown => Err(format!("unknown settings:\n  {}", unknown.join("\n  "))),

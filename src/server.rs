@@ -22,6 +22,7 @@ pub fn run(live: Arc<Live>) -> Result<(), String> {
     // Fail with a clear line rather than a panic deep inside pingora.
     std::net::TcpListener::bind(&listen).map_err(|e| format!("HERMES_LISTEN: cannot listen on {listen}: {e}"))?;
     crate::state::telemetry::install();
+    crate::state::traces::start()?;
     let grace = gateway.config.shutdown_grace;
 
     let conf = ServerConf {
@@ -104,6 +105,9 @@ impl ShutdownSignalWatch for GracefulStop {
             let lost = gateway.current().analytics().lost();
             if lost > 0 {
                 log::error!("{lost} accepted record(s) were not written to the analytics file (see the errors above)");
+            }
+            if !crate::state::traces::flush(Duration::from_secs(2)) {
+                log::warn!("the last spans were not all sent to the OTLP collector before exit");
             }
             let clean = flushed && lost == 0 && left == 0;
             log::info!("hermes stopped{}", if clean { "" } else { " with losses" });

@@ -72,6 +72,10 @@ fn keys_an_upstream_echoes_reach_no_client_log_or_table() {
     let good = MockUpstream::start("good", Mode::Ok { gap: Duration::ZERO });
     let mut env = custom(&[("leaky", format!("http://127.0.0.1:{port}/v1")), ("good", good.base_url())], &[("HERMES_UNHEALTHY_THRESHOLD", "1000")]);
     env.push(("BACKEND_LEAKY_API_KEY", LEAKED.to_string()));
+    // The traces' failure statuses quote what the upstream said, too.
+    let sink = OtlpSink::start();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()));
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()));
     let mut h = Hermes::start(&env, &[]);
     let url = format!("{}/v1/chat/completions", h.url());
     let mut seen = String::new();
@@ -100,6 +104,11 @@ fn keys_an_upstream_echoes_reach_no_client_log_or_table() {
     let stored = format!("{rows:?}");
     assert!(stored.contains("[redacted]"), "the failures were recorded, scrubbed: {stored}");
     assert!(!stored.contains(LEAKED), "the analytics file holds the key: {stored}");
+    // Exported on SIGTERM at the latest: the failed attempts' spans, scrubbed.
+    let spans = sink.spans_when(|s| s.iter().filter(|s| s["kind"] == 2).count() >= 4);
+    let exported = String::from_utf8_lossy(&sink.raw()).to_string();
+    assert!(spans.iter().any(|s| s["status_message"].as_str().is_some_and(|m| m.contains("[redacted]"))), "the failures were traced, scrubbed: {spans:?}");
+    assert!(!exported.contains(LEAKED) && !exported.contains(&LEAKED[10..]), "a span holds the key: {exported}");
 }
 
 /// Sends raw bytes as one HTTP request and returns (status, body).

@@ -37,7 +37,7 @@ def figures(text):
         if line.startswith("| hermes"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             head = headers.get(table, [])
-            row = cells[0] + (" @" + cells[1] if table and table.startswith("Closed") else "")
+            row = cells[0] + (" @" + cells[1] if "connections" in head else "")
             for name, cell in zip(head, cells):
                 m = re.match(r"^(-?[\d.]+)", cell)
                 if m and name not in ("target", "connections", "non-2xx", "failed"):

@@ -7,7 +7,8 @@
 #              log), and the LiteLLM proxy when `pip install litellm[proxy]` works here;
 #   load:      wrk closed loop at 1 and 64 connections; streamload's open loop at a constant rate
 #              (a request held back by a slow one counts from when it was due, wrk2-style); time to first token over
-#              streams; 5,000 streams held open at once against the slow upstream.
+#              streams; 5,000 streams held open at once against the slow upstream; the same
+#              gateway exporting OTLP traces (to an nginx sink) at 1% and 100% sampling against off.
 # Prints markdown tables: rps, p50/p99, what each proxy adds over the direct upstream, TTFT,
 # chunk gaps, RSS.
 #
@@ -38,7 +39,7 @@ work="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 0.2; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); PX=$(port); SSE=$(port); SLOW=$(port); PXS=$(port)
+UP=$(port); PX=$(port); SSE=$(port); SLOW=$(port); PXS=$(port); OTLP=$(port)
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
 cat > "$work/nginx.conf" <<NGINX
 worker_processes auto;
@@ -63,6 +64,10 @@ http {
     location / { proxy_pass http://llm; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
   server {
+    listen 127.0.0.1:$OTLP;
+    location /v1/traces { client_body_buffer_size 1m; return 200; }
+  }
+  server {
     listen 127.0.0.1:$PXS;
     location / { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
@@ -72,10 +77,10 @@ nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 "$LOADGEN" upstream "$SSE" 2 5 & pids+=($!)
 "$LOADGEN" upstream "$SLOW" 1000 120 & pids+=($!)
 
-# hermes NAME UPSTREAM_PORT: a gateway with one backend; prints its port, leaves its pid in $work/NAME.pid
+# hermes NAME UPSTREAM_PORT [VAR=VALUE...]: a gateway with one backend; prints its port, leaves its pid in $work/NAME.pid
 hermes() {
   local name=$1 upstream=$2 p; p=$(port)
-  HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_BACKENDS_ENABLED=bench \
+  env "${@:3}" HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_BACKENDS_ENABLED=bench \
     BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$upstream/v1 BACKEND_BENCH_MODELS=bench-model \
     HERMES_SHUTDOWN_GRACE_SECONDS=1 "$HERMES" serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > "$work/$name.log" 2>&1 &
   echo $! > "$work/$name.pid"
@@ -141,6 +146,27 @@ for conns in 1 64; do
     printf "| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s |\n" "$name" "$conns" "$rps" "$p50" "$p99" "$((p50 - d50))" "$((p99 - d99))" "$bad"
   done
 done
+
+echo
+echo "Traces: the same gateway exporting OTLP/HTTP spans (a request span, classify, route, one per attempt) to an nginx sink, against traces off:"
+printf "| target | connections | req/s | p50 | p99 | added p50 | added p99 | non-2xx |\n|---|---|---|---|---|---|---|---|\n"
+otel=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$OTLP OTEL_BSP_SCHEDULE_DELAY=1000)
+HT1=$(hermes traced1 "$UP" "${otel[@]}" OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01); pids+=("$(cat "$work/traced1.pid")")
+HT100=$(hermes traced100 "$UP" "${otel[@]}" OTEL_TRACES_SAMPLER=always_on); pids+=("$(cat "$work/traced100.pid")")
+for conns in 1 64; do
+  threads=$([ "$conns" = 1 ] && echo 1 || echo 2)
+  read -r d_rps d50 d99 d_bad <<<"$(measure $conns $threads "http://127.0.0.1:$UP/v1/chat/completions")"
+  for target in "hermes traces off:$HM" "hermes traces 1%:$HT1" "hermes traces 100%:$HT100"; do
+    name=${target%%:*}; p=${target##*:}
+    read -r rps p50 p99 bad <<<"$(measure $conns $threads "http://127.0.0.1:$p/v1/chat/completions")"
+    printf "| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s |\n" "$name" "$conns" "$rps" "$p50" "$p99" "$((p50 - d50))" "$((p99 - d99))" "$bad"
+  done
+done
+sleep 1.5
+spans() { curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+echo
+echo "Spans at 100%: $(spans "$HT100" hermes_trace_spans_exported_total) exported, $(spans "$HT100" hermes_trace_spans_dropped_total) dropped; at 1%: $(spans "$HT1" hermes_trace_spans_exported_total) exported, $(spans "$HT1" hermes_trace_spans_dropped_total) dropped"
+kill "$(cat "$work/traced1.pid")" "$(cat "$work/traced100.pid")" 2>/dev/null || true
 
 echo
 echo "Open loop at $RATE req/s over 16 connections (streamload rate; a request held back counts from when it was due):"

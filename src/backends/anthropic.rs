@@ -50,7 +50,7 @@ impl Backend for Anthropic {
             return self.pass_through(&call).await;
         }
         let body = messages_request(&call.request.body, call.model, call.request.stream);
-        let mut resp = self.api.post_json("/messages", body.to_string().into()).await?;
+        let mut resp = self.api.post_json_with("/messages", body.to_string().into(), call.trace_headers).await?;
         let status = resp.status;
         if status != 200 || !call.request.stream {
             let bytes = resp.bytes().await?;
@@ -81,7 +81,8 @@ impl Anthropic {
             }
             _ => call.original.clone(),
         };
-        let mut reply = self.api.post_json_with("/messages", body, call.passed_headers).await?;
+        let headers: Vec<(&'static str, String)> = call.passed_headers.iter().chain(call.trace_headers).cloned().collect();
+        let mut reply = self.api.post_json_with("/messages", body, &headers).await?;
         reply.native = true;
         Ok(reply)
     }

@@ -35,7 +35,7 @@ impl Backend for Ollama {
             Endpoint::ChatCompletions => ("/api/chat", wire::chat_request(&request.body, call.model, request.stream)),
             Endpoint::Embeddings => ("/api/embed", json!({"model": call.model, "input": request.body.get("input").cloned().unwrap_or(Value::Null)})),
         };
-        let mut resp = self.api.post_json(path, body.to_string().into()).await?;
+        let mut resp = self.api.post_json_with(path, body.to_string().into(), call.trace_headers).await?;
         let status = resp.status;
         let id = format!("chatcmpl-ollama{:016x}", fastrand::u64(..));
         if status == 200 && request.stream && request.endpoint == Endpoint::ChatCompletions {

@@ -46,7 +46,7 @@ impl Backend for OpenAiCompat {
             BackendKind::OpenAi => completion_tokens_field(call.body, call.model),
             _ => call.body,
         };
-        self.api.post_json(call.request.endpoint.path(), body).await
+        self.api.post_json_with(call.request.endpoint.path(), body, call.trace_headers).await
     }
 
     async fn probe(&self) -> Result<Vec<String>, String> {

@@ -98,6 +98,9 @@ impl Api {
 
     /// The same, with some of the configured headers replaced (or added) for this call.
     pub async fn post_json_with(&self, route: &str, body: Bytes, replacing: &[(&'static str, String)]) -> Result<Reply, AttemptError> {
+        if replacing.is_empty() {
+            return self.post_json(route, body).await;
+        }
         let target = self.target.as_ref().map_err(|e| AttemptError::Broken(e.clone()))?;
         let peer = self.peer(target).await?;
         let mut headers: Vec<(&'static str, String)> = self.headers.iter().filter(|(n, _)| !replacing.iter().any(|(r, _)| r == n)).cloned().collect();

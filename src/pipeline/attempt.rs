@@ -21,6 +21,7 @@ use crate::state::gateway::Gateway;
 use crate::state::learn::{Band, Served};
 use crate::state::telemetry;
 use futures_util::StreamExt;
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
@@ -35,6 +36,7 @@ pub async fn serve<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut
         DoorKind::Responses => "/responses",
         DoorKind::Messages => "/messages",
     };
+    ex.trace = super::traced::RequestTrace::start(down, ex.started);
     if let Err(e) = forward(gateway, down, ex, endpoint).await {
         send_error(gateway, down, ex, &e).await;
     }
@@ -66,7 +68,20 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     if gateway.config.log_content {
         ex.prompt = request.body.get("messages").or_else(|| request.body.get("input")).map(|v| v.to_string());
     }
+    let classifying = Instant::now();
     let job = gateway.classify(&request, &ex.request_id);
+    if let Some(t) = &ex.trace {
+        let personal = job.personal_data.is_some();
+        t.stage(
+            "hermes.classify",
+            classifying,
+            vec![
+                KeyValue::new("hermes.job_type", job.job_type.as_str()),
+                KeyValue::new("hermes.complexity", job.complexity),
+                KeyValue::new("hermes.personal_data", personal),
+            ],
+        );
+    }
     super::record::implicit_feedback(gateway, &request, &ex.request_id);
     ex.job_type = Some(job.job_type);
     ex.complexity = Some(job.complexity);
@@ -86,6 +101,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         local_only,
         pinned: hints.pinned.as_deref(),
     };
+    let routing_began = Instant::now();
     let decision = match (gateway.decide(&ask), key) {
         (Ok(d), Some(k)) => super::keyed::plan(gateway, ex, k, &ask, d, max_attempts(gateway), job.prompt_tokens).await,
         (decided, _) => decided,
@@ -95,6 +111,17 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
             metrics::counter!("hermes_budget_rejections_total").increment(1);
         }
     })?;
+    if let Some(t) = &ex.trace {
+        t.stage(
+            "hermes.route",
+            routing_began,
+            vec![
+                KeyValue::new("hermes.criteria", ask.criteria.as_str()),
+                KeyValue::new("hermes.candidates", decision.candidates.len() as i64),
+                KeyValue::new("hermes.local_only", local_only),
+            ],
+        );
+    }
     let name = |i: usize| gateway.config.backends[i].name.clone();
     ex.selection = Some(SelectionRecord {
         criteria: ask.criteria.as_str(),
@@ -129,6 +156,9 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         DoorKind::Messages => ["anthropic-version", "anthropic-beta"].into_iter().filter_map(|h| hint(down, h).ok().flatten().map(|v| (h, v))).collect(),
         _ => Vec::new(),
     };
+    // Without traces of its own, Hermes passes the client's trace context on unchanged.
+    let client_trace = if ex.trace.is_none() { super::traced::passed_through(down) } else { Vec::new() };
+    let operation = super::traced::operation(ex.endpoint);
     let policy = &gateway.config.failover;
     let max_attempts = max_attempts(gateway);
     let mut tried: Vec<String> = Vec::new();
@@ -179,7 +209,18 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         let own_deadline = tokio::time::Instant::from_std(began + cfg.timeout);
         let deadline = answer_by.map_or(own_deadline, |by| by.min(own_deadline));
         gateway.backend_started(candidate.backend, 1);
-        let call = Call { request: &request, body: request.body_for(&raw, &candidate.model), model: &candidate.model, original: &raw, passed_headers: &passed };
+        let trace_headers = match &mut ex.trace {
+            Some(t) => t.attempt(ex.attempts, operation, &cfg.name, cfg.kind.as_str(), &candidate.model),
+            None => Vec::new(),
+        };
+        let call = Call {
+            request: &request,
+            body: request.body_for(&raw, &candidate.model),
+            model: &candidate.model,
+            original: &raw,
+            passed_headers: &passed,
+            trace_headers: if ex.trace.is_some() { &trace_headers } else { &client_trace },
+        };
         // A shadow comparison and HERMES_LOG_CONTENT need the streamed answer's text.
         let wants_text = relay.shadow.is_some() || gateway.config.log_content;
         let attempt = async {
@@ -211,7 +252,12 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         };
         gateway.backend_started(candidate.backend, -1);
         ex.upstream_time += began.elapsed();
-        ex.tries.push(attempt_record(ex, &cfg.name, &candidate.model, began.elapsed(), outcome.as_ref().err()));
+        let record = attempt_record(ex, &cfg.name, &candidate.model, began.elapsed(), outcome.as_ref().err());
+        if let Some(t) = &mut ex.trace {
+            let failure = outcome.as_ref().err();
+            t.attempt_ended(&record, failure.map_or(record.status, |f| f.status), failure.map(|f| f.reason));
+        }
+        ex.tries.push(record);
         match outcome {
             Ok(()) => return Ok(()),
             Err(f) if retry::after(f.reason) == Next::Stop => {
@@ -252,11 +298,13 @@ struct Failure {
     detail: String,
     /// The backend's retry-after, when it answered 429.
     retry_after: Option<Duration>,
+    /// The backend's status, when it answered with one.
+    status: Option<u16>,
 }
 
 impl Failure {
     fn new(reason: Reason, detail: impl Into<String>) -> Failure {
-        Failure { reason, detail: detail.into(), retry_after: None }
+        Failure { reason, detail: detail.into(), retry_after: None, status: None }
     }
 }
 
@@ -326,11 +374,12 @@ async fn receive(
             _ => String::new(),
         };
         let reason = if reply.status == 429 { Reason::RateLimited } else { Reason::ServerError };
-        return Err(Failure { reason, detail: format!("HTTP {}{excerpt}", reply.status), retry_after });
+        return Err(Failure { reason, detail: format!("HTTP {}{excerpt}", reply.status), retry_after, status: Some(reply.status) });
     }
     if let Some(why) = backend_fault(gateway, backend, reply.status, model) {
         // The backend, not the request, is at fault: its body (which may quote its key) stays here.
-        return Err(mark_failed(gateway, backend, Failure::new(Reason::BackendRefused, format!("HTTP {}: {why}", reply.status))));
+        let refused = Failure { status: Some(reply.status), ..Failure::new(Reason::BackendRefused, format!("HTTP {}: {why}", reply.status)) };
+        return Err(mark_failed(gateway, backend, refused));
     }
     if ok && request.stream {
         let limit = gateway.config.max_answer_bytes;

@@ -59,6 +59,8 @@ pub struct Exchange {
     pub budget_exhausted: bool,
     /// The prompt tokens taken from the key's tokens per minute at admission.
     pub tokens_held: u64,
+    /// The request's spans, when traces are exported.
+    pub trace: Option<Box<super::traced::RequestTrace>>,
 }
 
 /// Who is asking.
@@ -122,6 +124,7 @@ impl Exchange {
             reservation: None,
             budget_exhausted: false,
             tokens_held: 0,
+            trace: None,
         }
     }
 }

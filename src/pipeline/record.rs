@@ -41,6 +41,9 @@ pub fn finish(ex: &mut Exchange, method: &str, path: &str) {
         return;
     }
     super::keyed::settle(&gateway, ex);
+    if let Some(trace) = ex.trace.take() {
+        trace.finish(&gateway, ex, method, path);
+    }
     let backend = ex.backend.and_then(|i| gateway.config.backends.get(i)).map(|b| b.name.as_str()).unwrap_or("none");
     let total = ex.started.elapsed();
     // One line per API request; never headers or bodies (keys, prompts).

@@ -1,7 +1,7 @@
 //! What outlives one request: the checked configuration, the running gateway (one generation
 //! per configuration) with its health board, model catalog, rate limits and answer cache, what
 //! was learned, the virtual keys and their spend, what replicas share through Redis, the analytics file, and
-//! the metrics.
+//! the metrics and traces.
 
 pub mod analytics;
 pub mod cache;
@@ -15,6 +15,7 @@ pub mod limits;
 pub mod replicas;
 pub mod responses;
 pub mod telemetry;
+pub mod traces;
 
 /// The guard of a lock whose holder panicked is taken as it is: every structure behind these
 /// locks stays consistent between statements, and a poisoned lock must not stop the gateway.

@@ -121,7 +121,8 @@ pub fn hermes_once(env: &[(&str, &str)], args: &[&str]) -> std::process::Output 
 
 fn clean_env(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
-        if k.starts_with("HERMES_") || k.starts_with("BACKEND_") {
+        // OTEL_*: a developer's own collector settings must not turn traces on in every test.
+        if k.starts_with("HERMES_") || k.starts_with("BACKEND_") || k.starts_with("OTEL_") {
             cmd.env_remove(k);
         }
     }
@@ -204,6 +205,101 @@ pub fn python_with_jsonschema() -> PathBuf {
 /// A Python venv with the official `openai` package.
 pub fn python_with_openai() -> PathBuf {
     python_with("openai", "openai>=1.40")
+}
+
+/// A Python venv with the official OTLP protobuf definitions (for tests/py/otlp_sink.py).
+pub fn python_with_otlp() -> PathBuf {
+    python_with("opentelemetry.proto", "opentelemetry-proto>=1.20")
+}
+
+/// A loopback OTLP/HTTP trace collector (tests/py/otlp_sink.py), stopped when dropped. Point
+/// Hermes at it with `OTEL_EXPORTER_OTLP_ENDPOINT` = [`OtlpSink::endpoint`]; what it received
+/// is in `dir`: spans.jsonl (one decoded span a line), raw.bin (the bodies as sent) and
+/// requests.jsonl (path, content type and size of each export).
+pub struct OtlpSink {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl OtlpSink {
+    pub fn start() -> OtlpSink {
+        let python = python_with_otlp();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/otlp_sink.py");
+        let (port, dir) = (free_port(), scratch_dir("otlp"));
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let gone = child.try_wait().unwrap();
+            if gone.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("otlp_sink.py did not come up ({gone:?}): {}", std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        OtlpSink { port, dir, child }
+    }
+
+    /// The value for OTEL_EXPORTER_OTLP_ENDPOINT (Hermes adds `/v1/traces`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every span received so far, in arrival order.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        jsonl(&self.dir.join("spans.jsonl"))
+    }
+
+    /// The spans, once `check` holds of them or about 10 s have passed (the caller asserts).
+    pub fn spans_when(&self, mut check: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans = self.spans();
+            if check(&spans[..]) || Instant::now() > deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One line per export request: path, content_type, content_encoding, bytes, spans.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        jsonl(&self.dir.join("requests.jsonl"))
+    }
+
+    /// The export bodies exactly as they arrived (protobuf), one after another.
+    pub fn raw(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("raw.bin")).unwrap_or_default()
+    }
+}
+
+/// The complete lines of a JSON-lines file a writer may still be appending to.
+fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A Python venv with the official `anthropic` package.
