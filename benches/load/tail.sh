@@ -29,10 +29,32 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
 LUA
+# CPU ticks of every thread of these processes, "pid/tid name ticks" per line (the name may hold spaces).
+ticks() { for p in "$@"; do for t in /proc/$p/task/*; do
+  python3 -c 'import sys; s=open(sys.argv[1]+"/stat").read(); f=s[s.rindex(")")+2:].split(); print(sys.argv[1].split("/")[2]+"/"+sys.argv[1].split("/")[4], s[s.index("(")+1:s.rindex(")")].replace(" ","_"), int(f[11])+int(f[12]))' "$t" 2>/dev/null
+done; done; }
+NGX=$(pgrep -P "$(cat $work/nginx.pid)" | tr '\n' ' ')
 for target in "direct $UP" "hermes $HP"; do set -- $target
+  [ "$1" = hermes ] && ticks $HPID $NGX > $work/before.ticks
   wrk -t1 -c1 -d${D:-10}s --latency -s $work/post.lua http://127.0.0.1:$2/v1/chat/completions > $work/w.out
+  [ "$1" = hermes ] && ticks $HPID $NGX > $work/after.ticks
   echo "$1 $(python3 benches/load/wrk_summary.py $work/w.out)"
 done
+# Where the CPU of the run through Hermes went, per request, by thread (10 ms ticks; threads
+# that used none are left out). wrk's own share is the run's wall time it was not waiting.
+python3 - $work/before.ticks $work/after.ticks $work/w.out $HPID <<'PY'
+import re, sys
+def read(f): return {l.split()[0]: (l.split()[1], int(l.split()[2])) for l in open(f)}
+b, a = read(sys.argv[1]), read(sys.argv[2])
+reqs = int(re.search(r"(\d+) requests in", open(sys.argv[3]).read()).group(1))
+by = {}
+for k, (name, t) in a.items():
+    used = t - b.get(k, (name, 0))[1]
+    if used > 0:
+        who = ("hermes " if k.startswith(sys.argv[4] + "/") else "nginx ") + name
+        by[who] = by.get(who, 0) + used
+print(f"CPU per request through hermes over {reqs} requests: " + ", ".join(f"{w} {t * 10000 / reqs:.1f} µs" for w, t in sorted(by.items(), key=lambda x: -x[1])))
+PY
 # The jobs are read once the gateway has written them all: wait for its exit, not a fixed sleep.
 kill -TERM $HPID; wait $HPID || true
 PY=${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/tmp/venv-openai/bin/python

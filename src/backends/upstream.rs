@@ -6,14 +6,15 @@ use crate::backends::reply::{AttemptError, Reply};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use pingora::connectors::http::v1::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
-use pingora::protocols::http::v1::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora::protocols::Stream;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 /// A host that is gone should fail fast, not after the whole attempt timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,7 +67,7 @@ impl Target {
 /// The shared client: pingora's connector and its pool of keep-alive connections (pooled by
 /// address, so every backend on one host shares them).
 pub struct Upstream {
-    connector: Connector,
+    connector: TransportConnector,
     /// HERMES_MAX_ANSWER_BYTES: the most of one whole answer that is held.
     max_answer_bytes: usize,
 }
@@ -147,7 +148,7 @@ impl Upstream {
         let mut options = ConnectorOptions::new(0);
         // Keep as many idle connections as a busy gateway holds open to its backends.
         options.keepalive_pool_size = 256;
-        Arc::new(Upstream { connector: Connector::new(Some(options)), max_answer_bytes })
+        Arc::new(Upstream { connector: TransportConnector::new(Some(options)), max_answer_bytes })
     }
 
     /// Send a request and wait for the answer's head. Non-2xx answers are answers; only a missing
@@ -163,8 +164,8 @@ impl Upstream {
     ) -> Result<Reply, AttemptError> {
         let mut tries = 0;
         let http = loop {
-            let (mut http, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| failure(&e))?;
-            match write_request(&mut http, target, method, path, headers, body.as_ref()).await {
+            let (mut stream, reused) = self.connector.get_stream(&*peer).await.map_err(|e| failure(&e))?;
+            match write_request(&mut stream, target, method, path, headers, body.as_ref()).await {
                 Ok(()) => {}
                 // A pooled connection the upstream closed meanwhile fails while the request is
                 // written, so nothing of it can have been processed: send it on another.
@@ -177,6 +178,7 @@ impl Upstream {
             }
             // Once the request is written, the upstream may have acted on it: a failure from here
             // on is this attempt's, seen and counted by failover, never sent again in secret.
+            let mut http = HttpSession::new_with_options(stream, &*peer);
             http.read_response().await.map_err(|e| failure(&e))?;
             break http;
         };
@@ -188,7 +190,10 @@ impl Upstream {
                 Ok(Some(chunk)) => Some((Ok(chunk), Some((http, upstream, peer)))),
                 Ok(None) => {
                     // Read to the end: the connection may serve the next request.
-                    upstream.connector.release_http_session(http, &*peer, Some(IDLE_TIMEOUT)).await;
+                    http.respect_keepalive();
+                    if let Some(stream) = http.reuse().await {
+                        upstream.connector.release_stream(stream, peer.reuse_hash(), Some(IDLE_TIMEOUT));
+                    }
                     None
                 }
                 Err(e) => Some((Err(AttemptError::Broken(e.etype().as_str().to_string())), None)),
@@ -199,9 +204,15 @@ impl Upstream {
     }
 }
 
-/// Write the whole request.
+/// Requests up to this size leave in one write (head and body together); larger bodies follow
+/// their head in a write of their own rather than being copied.
+const ONE_WRITE_BYTES: usize = 64 * 1024;
+
+/// Write the whole request. pingora's client writes and flushes the head before the body: two
+/// sends, two wake-ups of the upstream (and on loopback, two passes through its receive path)
+/// per request. Written here in one, through pingora's own head encoding.
 async fn write_request(
-    http: &mut HttpSession,
+    stream: &mut Stream,
     target: &Target,
     method: &'static str,
     path: &str,
@@ -219,12 +230,21 @@ async fn write_request(
         head.insert_header("content-type", "application/json")?;
         head.insert_header("content-length", body.len())?;
     }
-    http.write_request_header(Box::new(head)).await?;
-    if let Some(body) = body {
-        http.write_body(body).await?;
-    }
-    http.finish_body().await?;
-    Ok(())
+    let mut wire = http_req_header_to_wire(&head).ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "the request head cannot be written"))?;
+    let written = match body {
+        Some(body) if body.len() <= ONE_WRITE_BYTES => {
+            wire.extend_from_slice(body);
+            stream.write_all(&wire).await
+        }
+        Some(body) => match stream.write_all(&wire).await {
+            Ok(()) => stream.write_all(body).await,
+            Err(e) => Err(e),
+        },
+        None => stream.write_all(&wire).await,
+    };
+    let unwritten = |e| Error::because(ErrorType::WriteError, "while writing the request", e);
+    written.map_err(unwritten)?;
+    stream.flush().await.map_err(unwritten)
 }
 
 fn failure(e: &Error) -> AttemptError {

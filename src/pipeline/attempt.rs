@@ -72,15 +72,13 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
     let job = gateway.classify(&request, &ex.request_id);
     if let Some(t) = &ex.trace {
         let personal = job.personal_data.is_some();
-        t.stage(
-            "hermes.classify",
-            classifying,
+        t.stage("hermes.classify", classifying, || {
             vec![
                 KeyValue::new("hermes.job_type", job.job_type.as_str()),
                 KeyValue::new("hermes.complexity", job.complexity),
                 KeyValue::new("hermes.personal_data", personal),
-            ],
-        );
+            ]
+        });
     }
     super::record::implicit_feedback(gateway, &request, &ex.request_id);
     ex.job_type = Some(job.job_type);
@@ -112,15 +110,13 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         }
     })?;
     if let Some(t) = &ex.trace {
-        t.stage(
-            "hermes.route",
-            routing_began,
+        t.stage("hermes.route", routing_began, || {
             vec![
                 KeyValue::new("hermes.criteria", ask.criteria.as_str()),
                 KeyValue::new("hermes.candidates", decision.candidates.len() as i64),
                 KeyValue::new("hermes.local_only", local_only),
-            ],
-        );
+            ]
+        });
     }
     let name = |i: usize| gateway.config.backends[i].name.clone();
     ex.selection = Some(SelectionRecord {

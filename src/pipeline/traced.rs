@@ -48,8 +48,18 @@ impl RequestTrace {
         self.began.1 + instant.saturating_duration_since(self.began.0)
     }
 
+    /// Whether this request's spans are recorded (sampled); an unsampled request builds none
+    /// beyond its own, and passes its own context on.
+    fn sampled(&self) -> bool {
+        self.cx.span().span_context().is_sampled()
+    }
+
     /// A finished stage of the request (classify, route), from `from` until now.
-    pub fn stage(&self, name: &'static str, from: Instant, attributes: Vec<KeyValue>) {
+    pub fn stage(&self, name: &'static str, from: Instant, attributes: impl FnOnce() -> Vec<KeyValue>) {
+        if !self.sampled() {
+            return;
+        }
+        let attributes = attributes();
         let mut span = self
             .tracer
             .span_builder(name)
@@ -62,6 +72,11 @@ impl RequestTrace {
 
     /// An attempt begins: its span, and the `traceparent` the backend gets.
     pub fn attempt(&mut self, n: u32, operation: &'static str, backend: &str, provider: &'static str, model: &str) -> TraceHeaders {
+        let mut headers = Outgoing(Vec::with_capacity(2));
+        if !self.sampled() {
+            TraceContextPropagator::new().inject_context(&self.cx, &mut headers);
+            return headers.0;
+        }
         let span = self
             .tracer
             .span_builder(format!("{operation} {model}"))
@@ -74,7 +89,6 @@ impl RequestTrace {
                 KeyValue::new("gen_ai.provider.name", provider),
             ])
             .start_with_context(self.tracer, &self.cx);
-        let mut headers = Outgoing(Vec::with_capacity(2));
         TraceContextPropagator::new().inject_context(&self.cx.with_remote_span_context(span.span_context().clone()), &mut headers);
         self.attempt = Some(span);
         headers.0
@@ -102,6 +116,9 @@ impl RequestTrace {
     /// The request is over: its attributes, from the finished story, and its end.
     pub fn finish(self, gateway: &Gateway, ex: &Exchange, method: &str, path: &str) {
         let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
         let backend = ex.backend.and_then(|i| gateway.config.backends.get(i));
         let mut a = vec![
             KeyValue::new("http.request.method", method.to_string()),
