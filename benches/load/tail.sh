@@ -2,7 +2,8 @@
 # One-connection tail: wrk -c1 straight to an instant nginx upstream, then through Hermes to it;
 # then the quantiles Hermes itself recorded (jobs.response_time_ms, overhead_ms) from its DuckDB file,
 # so that the wait outside Hermes's own timer shows. Needs nginx, wrk and the test venv (cargo test builds it).
-# EXTRA="RUST_LOG=warn" passes variables to the gateway; D=30 for longer runs.
+# EXTRA="RUST_LOG=warn" passes variables to the gateway; D=30 for longer runs; HERMES_BINARY and
+# HERMES_POLICIES run another build (with its own policies/), as in run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 H=${HERMES_BINARY:-${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/release/hermes}
@@ -21,7 +22,7 @@ http { access_log off; client_body_temp_path $work/body;
 NGINX
 nginx -c $work/nginx.conf -p $work & pids+=($!)
 env HERMES_LISTEN=127.0.0.1:$HP HERMES_DB_PATH=$work/h.duckdb HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom \
-  BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model ${EXTRA:-} $H serve > $work/h.log 2>&1 & pids+=($!)
+  BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model ${EXTRA:-} $H serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > $work/h.log 2>&1 & pids+=($!)
 HPID=$!
 for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:$HP/health 2>/dev/null && break; sleep 0.1; done
 cat > $work/post.lua <<'LUA'

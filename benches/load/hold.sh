@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Memory held with streams open: a gateway in front of streamload's slow upstream (one chunk a
+# second), idle RSS, then STREAMS streams opened and held; RSS sampled every half second until
+# the run ends, so the plateau shows rather than one reading.
+#
+#   benches/load/hold.sh                      # STREAMS=5000 HOLD=15 (seconds each stream stays open)
+#   HERMES_BINARY=/tmp/other benches/load/hold.sh MIMALLOC_ALLOW_THP=0   # another build (HERMES_POLICIES=its policies/), extra variables
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STREAMS="${STREAMS:-5000}"
+HOLD="${HOLD:-15}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
+cargo build --release --bin hermes -q
+HERMES="${HERMES_BINARY:-$CARGO_TARGET_DIR/release/hermes}"
+LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable") and j["target"]["name"] == "streamload"][-1])')
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+work="$(mktemp -d)"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SLOW=$(port); HP=$(port)
+# One chunk a second, more of them than the hold lasts.
+"$LOADGEN" upstream "$SLOW" 1000 $((HOLD + 30)) & pids+=($!)
+env "$@" HERMES_LISTEN=127.0.0.1:$HP HERMES_DB_PATH="$work/h.duckdb" HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom \
+  BACKEND_BENCH_BASE_URL=http://127.0.0.1:$SLOW/v1 BACKEND_BENCH_MODELS=bench-model HERMES_SHUTDOWN_GRACE_SECONDS=1 \
+  "$HERMES" serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > "$work/h.log" 2>&1 &
+HPID=$!; pids+=("$HPID")
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$HP/health" 2>/dev/null && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$HPID/status"; }
+sleep 2
+idle=$(rss)
+"$LOADGEN" hold "127.0.0.1:$HP" "$STREAMS" "$HOLD" > "$work/hold.out" &
+HOLDER=$!
+samples=()
+while kill -0 "$HOLDER" 2>/dev/null; do sleep 0.5; samples+=("$(rss)"); done
+peak=$(printf '%s\n' "${samples[@]}" | sort -n | tail -1)
+echo "idle ${idle} MB; holding $STREAMS streams: peak ${peak} MB, $(( (peak - idle) * 1024 / STREAMS )) KB per stream ($(tail -1 "$work/hold.out"))"
+echo "RSS every 0.5 s (MB): ${samples[*]}"
