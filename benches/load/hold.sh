@@ -9,16 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAMS="${STREAMS:-5000}"
 HOLD="${HOLD:-15}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
-cargo build --release --bin hermes -q
-HERMES="${HERMES_BINARY:-$CARGO_TARGET_DIR/release/hermes}"
-LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable") and j["target"]["name"] == "streamload"][-1])')
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-work="$(mktemp -d)"
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/load/common.sh
 SLOW=$(port); HP=$(port)
 # One chunk a second, more of them than the hold lasts.
 "$LOADGEN" upstream "$SLOW" 1000 $((HOLD + 30)) & pids+=($!)
