@@ -71,6 +71,7 @@ pub async fn send_json<D: Downstream>(gateway: &Gateway, down: &mut D, ex: &mut 
 pub async fn send_error<D: Downstream>(gateway: &Gateway, down: &mut D, ex: &mut Exchange, err: &ApiError) {
     if ex.routed {
         ex.error = Some(err.message().to_string());
+        ex.error_code = err.code();
     }
     let mut head = response_head(gateway, ex, err.status());
     head.set("content-type", "application/json");

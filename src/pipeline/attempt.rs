@@ -207,7 +207,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         gateway.backend_started(candidate.backend, 1);
         let trace_headers = match &mut ex.trace {
             Some(t) => t.attempt(ex.attempts, operation, &cfg.name, cfg.kind.as_str(), &candidate.model),
-            None => Vec::new(),
+            None => client_trace.clone(),
         };
         let call = Call {
             request: &request,
@@ -215,7 +215,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
             model: &candidate.model,
             original: &raw,
             passed_headers: &passed,
-            trace_headers: if ex.trace.is_some() { &trace_headers } else { &client_trace },
+            trace_headers: &trace_headers,
         };
         // A shadow comparison and HERMES_LOG_CONTENT need the streamed answer's text.
         let wants_text = relay.shadow.is_some() || gateway.config.log_content;

@@ -35,6 +35,8 @@ pub struct Exchange {
     pub tries: Vec<AttemptRecord>,
     /// What the client was told when the answer is an error.
     pub error: Option<String>,
+    /// That error's code (`ApiError::code`), when it has one.
+    pub error_code: Option<&'static str>,
     /// Prompt and answer text, kept only with HERMES_LOG_CONTENT=true.
     pub prompt: Option<String>,
     pub answer: Option<String>,
@@ -111,6 +113,7 @@ impl Exchange {
             selection: None,
             tries: Vec::new(),
             error: None,
+            error_code: None,
             prompt: None,
             answer: None,
             debug: false,

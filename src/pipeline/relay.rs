@@ -246,6 +246,7 @@ async fn relay_stream<D: Downstream>(
         log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);
         ex.error = Some(format!("the stream broke after the first byte: {why}"));
         let err = ApiError::new(Kind::StreamInterrupted, format!("The stream from backend {name} broke off: {why}."));
+        ex.error_code = err.code();
         // The unfinished event is dropped, not relayed: it would be half of a JSON line.
         let event = match &mut encoder {
             Some(e) => e.broke(&err),

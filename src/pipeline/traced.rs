@@ -103,8 +103,8 @@ impl RequestTrace {
         if let Some(r) = reason {
             span.set_attribute(KeyValue::new("hermes.failure_reason", r.as_str()));
             span.set_attribute(KeyValue::new("error.type", r.as_str()));
-            span.set_status(Status::error(record.error.clone().unwrap_or_default()));
-        } else if record.success == Some(false) {
+        }
+        if reason.is_some() || record.success == Some(false) {
             span.set_status(Status::error(record.error.clone().unwrap_or_default()));
         }
         if let Some(ttft) = record.ttft {
@@ -115,10 +115,10 @@ impl RequestTrace {
 
     /// The request is over: its attributes, from the finished story, and its end.
     pub fn finish(self, gateway: &Gateway, ex: &Exchange, method: &str, path: &str) {
-        let span = self.cx.span();
-        if !span.is_recording() {
+        if !self.sampled() {
             return;
         }
+        let span = self.cx.span();
         let backend = ex.backend.and_then(|i| gateway.config.backends.get(i));
         let mut a = vec![
             KeyValue::new("http.request.method", method.to_string()),
@@ -152,7 +152,9 @@ impl RequestTrace {
             add("gen_ai.output.messages", ex.answer.clone().map(Into::into));
         }
         if ex.status >= 400 {
-            a.push(KeyValue::new("error.type", error_type(ex.status)));
+            // The error's own code when Hermes answered it, else (an upstream's 4xx relayed) the
+            // status, as OpenTelemetry's HTTP conventions have it.
+            a.push(KeyValue::new("error.type", ex.error_code.map_or_else(|| ex.status.to_string().into(), opentelemetry::Value::from)));
         }
         span.set_attributes(a);
         // A server span is in error for the server's faults only, not for the client's 4xx.
@@ -168,26 +170,6 @@ pub fn operation(endpoint: &str) -> &'static str {
     match endpoint {
         "/embeddings" => "embeddings",
         _ => "chat",
-    }
-}
-
-/// The status class when the request failed (the error's own code is in the answer, the
-/// status says which).
-fn error_type(status: u16) -> &'static str {
-    match status {
-        400 => "invalid_request",
-        401 => "unauthorized",
-        402 => "budget_exceeded",
-        403 => "forbidden",
-        404 => "not_found",
-        408 => "timeout",
-        413 => "too_large",
-        429 => "rate_limited",
-        499 => "cancelled",
-        502 => "backends_failed",
-        503 => "unavailable",
-        504 => "timeout",
-        _ => "error",
     }
 }
 

@@ -15,7 +15,7 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, Spa
 use opentelemetry_sdk::Resource;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 static TRACES: OnceLock<Traces> = OnceLock::new();
 
@@ -23,7 +23,8 @@ struct Traces {
     tracer: SdkTracer,
     /// Keeps the provider (and so the processor) alive for the process's life.
     _provider: SdkTracerProvider,
-    flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// Asks the export thread to send what is queued; it answers on the enclosed channel.
+    flush: mpsc::UnboundedSender<std::sync::mpsc::Sender<()>>,
 }
 
 /// The tracer, when traces are exported.
@@ -98,20 +99,8 @@ pub fn start() -> Result<(), String> {
 /// Sends what is queued, waiting at most `within` (shutdown: the last requests' spans).
 pub fn flush(within: Duration) -> bool {
     let Some(t) = TRACES.get() else { return true };
-    let (done, wait) = oneshot::channel();
-    if t.flush.send(done).is_err() {
-        return false;
-    }
-    let deadline = std::time::Instant::now() + within;
-    let mut wait = wait;
-    loop {
-        match wait.try_recv() {
-            Ok(()) => return true,
-            Err(oneshot::error::TryRecvError::Closed) => return false,
-            Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() >= deadline => return false,
-            Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
+    let (done, sent) = std::sync::mpsc::channel();
+    t.flush.send(done).is_ok() && sent.recv_timeout(within).is_ok()
 }
 
 fn describe() {
@@ -155,7 +144,7 @@ impl SpanProcessor for Queue {
 async fn export(
     exporter: opentelemetry_otlp::SpanExporter,
     mut received: mpsc::Receiver<SpanData>,
-    mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    mut flushes: mpsc::UnboundedReceiver<std::sync::mpsc::Sender<()>>,
     batch: usize,
     every: Duration,
 ) {
