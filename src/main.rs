@@ -295,9 +295,7 @@ fn teams(command: TeamsCommand) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn,pingora_proxy=warn"))
-        .target(hermes::ops::log_batch::target())
-        .init();
+    hermes::ops::log_batch::init("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(hermes::server::run),

@@ -5,7 +5,8 @@
 //! flushed whenever its channel was empty, so at one connection each request cost a futex wake
 //! on the request thread and about 14 µs of the writer's CPU on the other core
 //! (`benches/load/tail.sh`). If stderr stops draining, lines past [`HELD_BYTES`] are dropped
-//! rather than held or waited for. Call [`flush`] before the process ends.
+//! rather than held or waited for. Call [`flush`] before the process ends. [`init`] installs the
+//! logger that formats the lines.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -51,22 +52,56 @@ impl Batch {
     }
 }
 
-/// What `env_logger` writes each formatted line to.
-struct Lines(Arc<Batch>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.push(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The process's logger: `RUST_LOG`'s directives (env_logger's syntax, through its own
+/// `env_filter`), each line formatted into a buffer of the logging thread and appended to the
+/// batch. env_logger's own formatting (styles stripped through an adapter, the timestamp
+/// formatted anew per line) was most of the access log's cost per request (perf, one connection).
+struct Logger {
+    filter: env_filter::Filter,
+    batch: Arc<Batch>,
 }
 
-/// The `env_logger` target, with its writer thread started.
-pub fn target() -> env_logger::Target {
+thread_local! {
+    /// The line being formatted, and the second its timestamp was last formatted for.
+    static LINE: std::cell::RefCell<(Vec<u8>, u64, [u8; 20])> = const { std::cell::RefCell::new((Vec::new(), u64::MAX, [0; 20])) };
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        // A line whose own formatting logs (a pathological Display) is dropped, not a panic.
+        LINE.with(|cell| {
+            let Ok(mut held) = cell.try_borrow_mut() else { return };
+            let (line, second, stamp) = &mut *held;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if now != *second {
+                *second = now;
+                let text = chrono::DateTime::from_timestamp(now as i64, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                stamp.copy_from_slice(&text.as_bytes()[..20]);
+            }
+            line.clear();
+            line.push(b'[');
+            line.extend_from_slice(stamp);
+            // env_logger's default layout: `[time LEVEL target] message`.
+            let _ = writeln!(line, " {:<5} {}] {}", record.level(), record.target(), record.args());
+            self.batch.push(line);
+            // A rare long line does not stay with the thread.
+            line.clear();
+            line.shrink_to(4096);
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger (its writer thread started): `RUST_LOG`, else `default_filter`.
+pub fn init(default_filter: &str) {
     let batch = BATCH.get_or_init(|| {
         let batch = Arc::new(Batch::new(Box::new(std::io::stderr())));
         let writer = batch.clone();
@@ -76,7 +111,10 @@ pub fn target() -> env_logger::Target {
         });
         batch
     });
-    env_logger::Target::Pipe(Box::new(Lines(batch.clone())))
+    let directives = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = env_filter::Builder::new().parse(directives.as_deref().unwrap_or(default_filter)).build();
+    log::set_max_level(filter.filter());
+    let _ = log::set_boxed_logger(Box::new(Logger { filter, batch: batch.clone() }));
 }
 
 /// Write out every line logged so far.
@@ -109,8 +147,8 @@ mod tests {
         let batch = Arc::new(Batch::new(Box::new(out.clone())));
         let writers: Vec<_> = (0..4)
             .map(|t| {
-                let mut lines = Lines(batch.clone());
-                std::thread::spawn(move || (0..500).for_each(|i| lines.write_all(format!("thread {t} line {i}\n").as_bytes()).unwrap()))
+                let batch = batch.clone();
+                std::thread::spawn(move || (0..500).for_each(|i| batch.push(format!("thread {t} line {i}\n").as_bytes())))
             })
             .collect();
         for _ in 0..20 {
