@@ -173,4 +173,23 @@ mod tests {
         }
         assert_eq!(crate::state::lock(&batch.pending).len(), HELD_BYTES);
     }
+
+    #[test]
+    fn a_line_has_env_loggers_layout_and_the_filter_applies() {
+        use log::Log;
+        let out = Shared::default();
+        let batch = Arc::new(Batch::new(Box::new(out.clone())));
+        let logger = Logger { filter: env_filter::Builder::new().parse("info,noisy=warn").build(), batch: batch.clone() };
+        let line = |level, target: &str| logger.log(&log::Record::builder().level(level).target(target).args(format_args!("request done")).build());
+        line(log::Level::Info, "hermes::pipeline::record");
+        line(log::Level::Info, "noisy");
+        line(log::Level::Debug, "hermes");
+        batch.drain();
+        let written = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 1, "only the info line of an info target passes: {written}");
+        let (stamp, rest) = lines[0].strip_prefix('[').unwrap().split_at(20);
+        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+        assert_eq!(rest, " INFO  hermes::pipeline::record] request done");
+    }
 }
