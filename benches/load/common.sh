@@ -2,9 +2,10 @@
 # client (benches/load/streamload.rs), a scratch folder whose processes end with the script,
 # and free loopback ports.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
-cargo build --release --bin hermes -q
-# HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness;
+# HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness,
+# as it is: this checkout is not rebuilt in the middle of a comparison (ab.sh builds it once);
 # HERMES_POLICIES=dir gives it that build's policies/ (an older build refuses newer fields).
+[ -n "${HERMES_BINARY:-}" ] || cargo build --release --bin hermes -q
 HERMES="${HERMES_BINARY:-$CARGO_TARGET_DIR/release/hermes}"
 LOADGEN=$(cargo bench --bench streamload --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable") and j["target"]["name"] == "streamload"][-1])')
