@@ -6,6 +6,8 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# pingora-core with one change of ours (patches/README.md).
+COPY patches patches
 COPY src src
 COPY talos talos
 COPY benches benches

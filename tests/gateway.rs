@@ -199,6 +199,45 @@ fn streams_are_relayed_byte_for_byte_as_they_arrive() {
     assert!(total - first_at >= Duration::from_millis(1200), "first chunk at {first_at:?}, end at {total:?}: the stream was buffered");
 }
 
+/// A stream's head is written with the events that had arrived (patches/pingora-core): the
+/// client's first read holds the head and the first event, not the head alone. (Written apart,
+/// the two were often read together anyway, so ten streams are asked for.)
+#[test]
+fn a_streams_head_and_first_event_arrive_in_one_read() {
+    use std::io::{Read, Write};
+    let quick = MockUpstream::start("quick", Mode::Ok { gap: Duration::from_millis(10) });
+    let hermes = Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "quick".into()),
+            ("BACKEND_QUICK_TYPE", "custom".into()),
+            ("BACKEND_QUICK_BASE_URL", quick.base_url()),
+            ("BACKEND_QUICK_MODELS", "m".into()),
+        ],
+        &[],
+    );
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let request =
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: hermes\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let mut conn = std::net::TcpStream::connect(hermes.url().trim_start_matches("http://")).unwrap();
+    conn.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; 65536];
+    for i in 0..10 {
+        conn.write_all(request.as_bytes()).unwrap();
+        let n = conn.read(&mut buf).unwrap();
+        let mut seen = buf[..n].to_vec();
+        let first = String::from_utf8_lossy(&seen).to_string();
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        let events = first.split_once("\r\n\r\n").map(|(_, rest)| rest.to_string()).unwrap_or_default();
+        assert!(events.contains("data: {") && events.contains("chatcmpl-quick"), "stream {i}: the first read ended after the head: {first:?}");
+        // The rest of this answer, to the chunked body's end, before the next request.
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the stream ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
 #[test]
 fn a_stream_cut_after_its_first_byte_ends_with_an_error_event_and_before_it_fails_over() {
     let cut_late = MockUpstream::start("late", Mode::CutAfterFirstByte);

@@ -82,9 +82,23 @@ pub struct Api {
     resolved: ArcSwapOption<Resolved>,
 }
 
+/// The resolved address, as one peer per tokio runtime that calls it.
 struct Resolved {
-    peer: Arc<HttpPeer>,
+    addr: std::net::SocketAddr,
+    peers: Vec<(tokio::runtime::Id, Arc<HttpPeer>)>,
     until: Instant,
+}
+
+/// A connection is registered with the reactor of the runtime that opened it, and its readiness
+/// is reported there whoever uses it later. The health checks run on a runtime of their own:
+/// a probe's connection, pooled and then taken by a request, made every read of the answer a
+/// hop through the checker's thread (strace: its epoll, then a futex wake of the worker). So
+/// each runtime pools its own connections, by the peer's group key.
+fn runtime_group(runtime: tokio::runtime::Id) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    runtime.hash(&mut h);
+    h.finish()
 }
 
 impl Api {
@@ -129,16 +143,28 @@ impl Api {
     }
 
     async fn peer(&self, target: &Target) -> Result<Arc<HttpPeer>, AttemptError> {
-        if let Some(r) = self.resolved.load().as_deref().filter(|r| r.until > Instant::now()) {
-            return Ok(r.peer.clone());
+        let runtime = tokio::runtime::Handle::current().id();
+        let cached = self.resolved.load_full().filter(|r| r.until > Instant::now());
+        if let Some(r) = &cached {
+            if let Some((_, peer)) = r.peers.iter().find(|(id, _)| *id == runtime) {
+                return Ok(peer.clone());
+            }
         }
-        // Two requests that miss together both resolve; the later store wins, no harm done.
-        let addr = tokio::net::lookup_host((target.host.as_str(), target.port)).await.ok().and_then(|mut a| a.next()).ok_or(AttemptError::Connect)?;
+        let (addr, mut peers, until) = match &cached {
+            Some(r) => (r.addr, r.peers.clone(), r.until),
+            None => {
+                // Two requests that miss together both resolve; the later store wins, no harm done.
+                let addr = tokio::net::lookup_host((target.host.as_str(), target.port)).await.ok().and_then(|mut a| a.next()).ok_or(AttemptError::Connect)?;
+                (addr, Vec::new(), Instant::now() + DNS_TTL)
+            }
+        };
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+        peer.group_key = runtime_group(runtime);
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(HANDSHAKE_TIMEOUT);
         let peer = Arc::new(peer);
-        self.resolved.store(Some(Arc::new(Resolved { peer: peer.clone(), until: Instant::now() + DNS_TTL })));
+        peers.push((runtime, peer.clone()));
+        self.resolved.store(Some(Arc::new(Resolved { addr, peers, until })));
         Ok(peer)
     }
 }

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use crate::pipeline::{Downstream, Head};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::Session;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ impl Downstream for Session {
         read_body(self, limit, within).await
     }
 
-    async fn write_head(&mut self, head: Head, end: bool) -> bool {
+    async fn write_head(&mut self, head: Head, body: Bytes, end: bool) -> bool {
         let Ok(mut h) = ResponseHeader::build(head.status, Some(head.headers.len())) else { return false };
         // A name is given once for all the values that follow it.
         let mut last: Option<http::HeaderName> = None;
@@ -41,7 +42,13 @@ impl Downstream for Session {
                 let _ = h.append_header(n.clone(), value);
             }
         }
-        self.write_response_header(Box::new(h), end).await.is_ok()
+        if end {
+            // With a Content-Length, pingora holds the head until the body's last byte is written.
+            return self.write_response_header(Box::new(h), false).await.is_ok() && self.write_response_body(Some(body), true).await.is_ok();
+        }
+        // A stream's head would be flushed on its own (no Content-Length); handed over with the
+        // first events, it goes out in their write (patches/pingora-core), one read for the client.
+        self.write_response_tasks(vec![HttpTask::Header(Box::new(h), false), HttpTask::Body(Some(body), false)]).await.is_ok()
     }
 
     async fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> bool {

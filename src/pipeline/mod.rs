@@ -50,8 +50,9 @@ pub trait Downstream: Send {
     /// The whole body, refused with 413 from Content-Length alone when it is larger than
     /// `limit`; a client that takes longer than `within` to send it gets 408.
     fn read_body(&mut self, limit: usize, within: Duration) -> impl Future<Output = Result<Bytes, ApiError>> + Send;
+    /// The head and the body's first bytes, in one write; `end` when `body` is all of it.
     /// False when the client is gone.
-    fn write_head(&mut self, head: Head, end: bool) -> impl Future<Output = bool> + Send;
+    fn write_head(&mut self, head: Head, body: Bytes, end: bool) -> impl Future<Output = bool> + Send;
     /// False when the client is gone.
     fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> impl Future<Output = bool> + Send;
     /// The connection is not reused after this answer.

@@ -191,24 +191,22 @@ async fn relay_stream<D: Downstream>(
     let send_timeout = ex.send_timeout;
     let mut head = relay_head(gateway, ex, reply.status, &reply.headers);
     head.set("transfer-encoding", "chunked");
-    if !matches!(timeout(send_timeout, down.write_head(head, false)).await, Ok(true)) {
+    let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
+    // A native stream (Anthropic's own, for the Messages door) passes as it is.
+    let mut encoder = if reply.native { None } else { request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model)) };
+    // What arrived so far goes out with the head, in one write.
+    let mut first = bytes::BytesMut::new();
+    for chunk in held {
+        if let Some(out) = events.push(chunk) {
+            first.extend_from_slice(&encoded(&mut encoder, out));
+        }
+    }
+    if !matches!(timeout(send_timeout, down.write_head(head, first.freeze(), false)).await, Ok(true)) {
         ex.status = CLIENT_CLOSED;
         ex.abandoned = true;
         return;
     }
     ex.ttft = Some(ex.started.elapsed());
-    let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
-    // A native stream (Anthropic's own, for the Messages door) passes as it is.
-    let mut encoder = if reply.native { None } else { request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model)) };
-    for chunk in held {
-        if let Some(out) = events.push(chunk) {
-            if !write(down, encoded(&mut encoder, out), send_timeout).await {
-                ex.status = CLIENT_CLOSED;
-                ex.abandoned = true;
-                return;
-            }
-        }
-    }
     let idle = gateway.config.backends[backend].timeout;
     let broke = loop {
         // A client that left is seen at the next write (and one that stops reading, at the
