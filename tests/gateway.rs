@@ -165,18 +165,23 @@ fn bad_requests_get_openai_shaped_errors_and_the_gateway_stays_up() {
     assert!(r.header("x-hermes-cost-cents").is_some());
 }
 
+/// A gateway whose one backend is `upstream`, serving model `m`.
+fn serving_model_m(upstream: &MockUpstream) -> Hermes {
+    Hermes::start(
+        &[
+            ("HERMES_BACKENDS_ENABLED", "only".into()),
+            ("BACKEND_ONLY_TYPE", "custom".into()),
+            ("BACKEND_ONLY_BASE_URL", upstream.base_url()),
+            ("BACKEND_ONLY_MODELS", "m".into()),
+        ],
+        &[],
+    )
+}
+
 #[test]
 fn streams_are_relayed_byte_for_byte_as_they_arrive() {
     let slow = MockUpstream::start("slow", Mode::Ok { gap: Duration::from_millis(300) });
-    let hermes = Hermes::start(
-        &[
-            ("HERMES_BACKENDS_ENABLED", "slow".into()),
-            ("BACKEND_SLOW_TYPE", "custom".into()),
-            ("BACKEND_SLOW_BASE_URL", slow.base_url()),
-            ("BACKEND_SLOW_MODELS", "m".into()),
-        ],
-        &[],
-    );
+    let hermes = serving_model_m(&slow);
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true, "stream_options": {"include_usage": true}});
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (received, first_at, total) = runtime.block_on(async {
@@ -206,15 +211,7 @@ fn streams_are_relayed_byte_for_byte_as_they_arrive() {
 fn a_streams_head_and_first_event_arrive_in_one_read() {
     use std::io::{Read, Write};
     let quick = MockUpstream::start("quick", Mode::Ok { gap: Duration::from_millis(10) });
-    let hermes = Hermes::start(
-        &[
-            ("HERMES_BACKENDS_ENABLED", "quick".into()),
-            ("BACKEND_QUICK_TYPE", "custom".into()),
-            ("BACKEND_QUICK_BASE_URL", quick.base_url()),
-            ("BACKEND_QUICK_MODELS", "m".into()),
-        ],
-        &[],
-    );
+    let hermes = serving_model_m(&quick);
     let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let request =
         format!("POST /v1/chat/completions HTTP/1.1\r\nHost: hermes\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
