@@ -420,6 +420,57 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
 }
 
 #[test]
+fn on_sigterm_with_every_core_busy_the_queued_records_are_still_written() {
+    // The analytics writer idles (SCHED_IDLE, where it may) once caught up; an idle thread gets
+    // next to no time while other work fills the cores, and the shutdown flush must not wait on it.
+    let env: Vec<(&str, String)> = [
+        ("HERMES_BACKENDS_ENABLED", "quick"),
+        ("BACKEND_QUICK_TYPE", "sim"),
+        ("BACKEND_QUICK_MODELS", "quick-model"),
+        ("BACKEND_QUICK_LATENCY_MS", "1"),
+        ("BACKEND_QUICK_TOKENS_PER_SECOND", "0"),
+        ("HERMES_SHUTDOWN_GRACE_SECONDS", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    let mut hermes = Hermes::start(&env, &[]);
+    let chat = format!("{}/v1/chat/completions", hermes.url());
+    assert_eq!(post_json(&chat, None, &chat_body("quick-model", "first")).status, 200);
+    std::thread::sleep(Duration::from_millis(1500)); // written: the writer is caught up, idle
+    let burst = 120;
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let chat = chat.as_str();
+            s.spawn(move || {
+                for i in 0..burst / 4 {
+                    assert_eq!(post_json(chat, None, &chat_body("quick-model", &format!("burst {t} {i}"))).status, 200);
+                }
+            });
+        }
+    });
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..cores * 2)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    hermes.sigterm();
+    let status = hermes.wait_exit(Duration::from_secs(30));
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    spinners.into_iter().for_each(|t| t.join().unwrap());
+    let status = status.unwrap_or_else(|| panic!("hermes did not stop: {}", hermes.log()));
+    assert!(status.success(), "exit {status}: {}", hermes.log());
+    assert_eq!(duck_number(&hermes.db(), "SELECT count(*) FROM jobs"), f64::from(burst + 1), "{}", hermes.log());
+}
+
+#[test]
 fn reload_swaps_backends_without_dropping_a_request_and_refuses_bad_configuration() {
     let a = MockUpstream::start("a", ok_mode());
     let b = MockUpstream::start("b", ok_mode());

@@ -8,7 +8,7 @@ mod common;
 use common::{chat_body, duck, hermes_once, post_json, Hermes};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BACKENDS: &[(&str, &str)] = &[
     ("HERMES_BACKENDS_ENABLED", "old,new,flaky"),
@@ -30,10 +30,10 @@ const BACKENDS: &[(&str, &str)] = &[
     ("HERMES_FAILOVER_DELAY_SECONDS", "0"),
 ];
 
-/// Clients sending requests until stopped; every (status, backend) they saw, in order.
+/// Clients sending requests until stopped; every (when sent, status, backend) they saw, in order.
 struct Clients {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(u16, String)>>>,
+    seen: Arc<Mutex<Vec<(Instant, u16, String)>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -46,9 +46,10 @@ impl Clients {
                 let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
+                        let sent = Instant::now();
                         let r = post_json(&url, None, &chat_body("auto", "Summarise the quarterly figures"));
                         let backend = r.header("x-hermes-backend").unwrap_or("none").to_string();
-                        seen.lock().unwrap().push((r.status, backend));
+                        seen.lock().unwrap().push((sent, r.status, backend));
                     }
                 })
             })
@@ -56,18 +57,20 @@ impl Clients {
         Clients { stop, seen, threads }
     }
 
-    fn mark(&self) -> usize {
-        self.seen.lock().unwrap().len()
+    fn all(&self) -> Vec<(u16, String)> {
+        self.seen.lock().unwrap().iter().map(|(_, s, b)| (*s, b.clone())).collect()
     }
 
-    /// Requests that finished after `mark`.
-    fn since(&self, mark: usize) -> Vec<(u16, String)> {
-        self.seen.lock().unwrap()[mark..].to_vec()
+    /// Requests sent after `t`. (Not those that finished after it: a client may hear an answer
+    /// after a command returned that the gateway gave before.)
+    fn sent_after(&self, t: Instant) -> Vec<(u16, String)> {
+        self.seen.lock().unwrap().iter().filter(|(sent, _, _)| *sent >= t).map(|(_, s, b)| (*s, b.clone())).collect()
     }
 
-    /// The same, less one per client: a rollback does not wait for requests already under way.
-    fn since_but_under_way(&self, mark: usize) -> Vec<(u16, String)> {
-        self.since(mark).into_iter().skip(2).collect()
+    /// Waits until requests sent after `t` have come back, then returns them.
+    fn settled_after(&self, t: Instant) -> Vec<(u16, String)> {
+        settle();
+        self.sent_after(t)
     }
 
     fn finish(self) -> Vec<(u16, String)> {
@@ -75,7 +78,7 @@ impl Clients {
         for t in self.threads {
             t.join().unwrap();
         }
-        Arc::try_unwrap(self.seen).unwrap().into_inner().unwrap()
+        Arc::try_unwrap(self.seen).unwrap().into_inner().unwrap().into_iter().map(|(_, s, b)| (s, b)).collect()
     }
 }
 
@@ -120,25 +123,21 @@ fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
     let mut h = Hermes::start(&env, &[]);
     let clients = Clients::start(format!("{}/v1/chat/completions", h.url()));
     settle();
-    let before = clients.seen.lock().unwrap().clone();
+    let before = clients.all();
     assert!(!before.is_empty() && on(&before, "old") == before.len(), "before: everything on old");
 
     // Gradual: 10%, 50%, 100% with checks between, then old drained.
     let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
     assert!(ok, "{out}");
     assert_eq!(out.matches("passed").count(), 2, "{out}");
-    // Once the command says done, nothing reaches old: not even a request under way then.
-    let mark = clients.mark();
-    settle();
-    let after = clients.since(mark);
+    // Once the command says done, nothing new reaches old.
+    let after = clients.settled_after(Instant::now());
     assert!(!after.is_empty() && on(&after, "new") == after.len(), "after: everything on new: {after:?}");
 
     // Rollback: routing is as configured again.
     let (ok, out) = migrate(&h, &["rollback"]);
     assert!(ok && out.contains("rolled back"), "{out}");
-    let mark = clients.mark();
-    settle();
-    let back = clients.since_but_under_way(mark);
+    let back = clients.settled_after(Instant::now());
     assert!(!back.is_empty() && on(&back, "old") == back.len(), "after rollback: back on old: {back:?}");
 
     // A migration to a backend that fails stops at its first check and rolls back by itself.
@@ -148,9 +147,7 @@ fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
     // Cutover: old drained, its in-flight work finished, new primary.
     let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "immediate_cutover", "--stage-seconds", "0.5"]);
     assert!(ok && out.contains("wait_for_current_jobs_completion") && out.contains("passed"), "{out}");
-    let mark = clients.mark();
-    settle();
-    assert_eq!(on(&clients.since(mark), "old"), 0, "after cutover nothing reaches old");
+    assert_eq!(on(&clients.settled_after(Instant::now()), "old"), 0, "after cutover nothing reaches old");
 
     // Parallel testing: the shadow gets copies, clients keep getting the configured answers.
     assert!(migrate(&h, &["rollback"]).0);

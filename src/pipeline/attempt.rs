@@ -194,6 +194,14 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
             telemetry::record_failover(&gateway.config.backends[from].name, &cfg.name, reason.as_str());
             tokio::time::sleep_until(resume).await;
         }
+        // Counted at the backend before the drain is read again: a migration drains a backend,
+        // then waits for its count to reach zero, so either it sees this request or this request
+        // sees the drain (also one that came during a pause above).
+        gateway.backend_started(candidate.backend, 1);
+        if gateway.shared.helm.with(|s| s.drained.contains(&cfg.name)) {
+            gateway.backend_started(candidate.backend, -1);
+            continue;
+        }
         ex.attempts += 1;
         ex.backend = Some(candidate.backend);
         // Known to the learner before anything is sent: a rating may come with the first byte.
@@ -204,7 +212,6 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         let began = Instant::now();
         let own_deadline = tokio::time::Instant::from_std(began + cfg.timeout);
         let deadline = answer_by.map_or(own_deadline, |by| by.min(own_deadline));
-        gateway.backend_started(candidate.backend, 1);
         let trace_headers = match &mut ex.trace {
             Some(t) => t.attempt(ex.attempts, operation, &cfg.name, cfg.kind.as_str(), &candidate.model),
             None => client_trace.clone(),

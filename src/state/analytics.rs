@@ -21,9 +21,9 @@ use crate::state::learn::{Seed, Served};
 use record::{BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord, MigrationStepRecord};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What goes to the writer thread.
 pub enum Event {
@@ -217,6 +217,7 @@ impl Analytics {
         if !self.offer(Event::Lookup(request_id.to_string(), reply)) {
             return Ok(None);
         }
+        self.priority.awaited();
         Ok(tokio::time::timeout(Duration::from_secs(5), answer).await.ok().and_then(Result::ok).flatten())
     }
 
@@ -227,6 +228,7 @@ impl Analytics {
         if !self.offer(Event::Export(dir, reply)) {
             return Err("the analytics file is not open (or its queue is full)".into());
         }
+        self.priority.awaited();
         tokio::time::timeout(Duration::from_secs(300), answer)
             .await
             .map_err(|_| "the export did not finish within 5 minutes".to_string())?
@@ -243,7 +245,17 @@ impl Analytics {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        wait.recv_timeout(within).is_ok()
+        // Asked again while waiting: a writer that drained just before the flush was queued may
+        // have gone idle after this asked the first time.
+        let until = Instant::now() + within;
+        loop {
+            self.priority.awaited();
+            match wait.recv_timeout(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(50))) {
+                Ok(()) => return true,
+                Err(RecvTimeoutError::Timeout) if Instant::now() < until => continue,
+                Err(_) => return false,
+            }
+        }
     }
 }
 

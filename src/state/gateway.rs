@@ -268,16 +268,16 @@ impl Gateway {
     }
 
     pub fn backend_in_flight(&self, backend: usize) -> usize {
-        self.backend_in_flight.get(backend).map(|n| n.load(Ordering::Relaxed)).unwrap_or(0)
+        self.backend_in_flight.get(backend).map(|n| n.load(Ordering::SeqCst)).unwrap_or(0)
     }
 
     /// Counts a request at a backend; the gauge follows.
     pub fn backend_started(&self, backend: usize, delta: isize) {
         if let (Some(n), Some(b)) = (self.backend_in_flight.get(backend), self.config.backends.get(backend)) {
             if delta > 0 {
-                n.fetch_add(1, Ordering::Relaxed);
+                n.fetch_add(1, Ordering::SeqCst);
             } else {
-                n.fetch_sub(1, Ordering::Relaxed);
+                n.fetch_sub(1, Ordering::SeqCst);
             }
             crate::state::telemetry::backend_in_flight(&b.name, delta as f64);
         }

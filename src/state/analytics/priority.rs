@@ -53,7 +53,15 @@ impl WriterPriority {
 
     /// The request path, after queuing a record: back to normal priority when far behind.
     pub fn falling_behind(&self, backlog: usize) {
-        if backlog > self.busy_over && self.idle.swap(false, Ordering::Relaxed) && !self.apply(NormalThreadSchedulePolicy::Other) {
+        if backlog > self.busy_over {
+            self.awaited();
+        }
+    }
+
+    /// Someone waits for the writer (a shutdown flush, a lookup, an export): normal priority
+    /// now, since an idle writer gets next to no time while other work fills the cores.
+    pub fn awaited(&self) {
+        if self.idle.swap(false, Ordering::Relaxed) && !self.apply(NormalThreadSchedulePolicy::Other) {
             self.idle.store(true, Ordering::Relaxed);
         }
     }
@@ -113,6 +121,14 @@ mod tests {
         priority.falling_behind(1_000); // not far enough behind
         assert!(priority.idle.load(Ordering::Relaxed));
         priority.falling_behind(20_000); // from this (request) thread
+        go.send(()).unwrap();
+        assert_eq!(writer.join().unwrap(), ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other));
+
+        // Waited for (a flush at shutdown): normal priority however short the backlog.
+        let priority = Arc::new(WriterPriority::new(64 * 1024));
+        let (after_caught_up, go, writer) = policy_of_writer(priority.clone(), Box::new(|p| p.caught_up(0)));
+        assert_eq!(after_caught_up, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
+        priority.awaited();
         go.send(()).unwrap();
         assert_eq!(writer.join().unwrap(), ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other));
     }
