@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# CPU time Hermes spends per request, two builds side by side: a steadier figure than latency on
+# a machine whose other tenants move the clock. Each build serves the same nginx `return 200`
+# upstream (an OpenAI chat answer, non-streamed) to wrk at 1 and at 64 connections; `perf stat`
+# counts the gateway's task-clock over the run, divided by the requests wrk completed. Runs are
+# interleaved (old, new, old, new, ...); prints each figure's median per build and new/old.
+#
+#   RUNS=5 DURATION=8 benches/load/cpu.sh /tmp/hermes-before /tmp/before/policies
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OLD="${1:?usage: benches/load/cpu.sh OLD_HERMES_BINARY [OLD_POLICIES_DIR]}"
+OLD_POLICIES="${2:-}"
+RUNS="${RUNS:-5}"
+DURATION="${DURATION:-8}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
+cargo build --release --bin hermes -q
+NEW="$(mktemp -d)/hermes-new"
+cp "$CARGO_TARGET_DIR/release/hermes" "$NEW"
+HERMES_BINARY="$NEW" . benches/load/common.sh
+command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 1; }
+UP=$(port)
+answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$UP;
+    location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+cat > "$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
+LUA
+
+# one BINARY POLICIES: prints "conns cpu_us_per_request p50_us" lines for one fresh gateway
+one() {
+  local bin=$1 policies=$2 p; p=$(port)
+  rm -f "$work/h.duckdb"*
+  HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/h.duckdb" HERMES_BACKENDS_ENABLED=bench \
+    BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model \
+    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$bin" serve ${policies:+--policies "$policies"} > "$work/h.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 300); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
+  wrk -t1 -c1 -d2s -s "$work/post.lua" "http://127.0.0.1:$p/v1/chat/completions" > /dev/null # warm: pools, caches, fitted models
+  for conns in 1 64; do
+    local threads; threads=$([ "$conns" = 1 ] && echo 1 || echo 2)
+    perf stat -x, -e task-clock -p "$pid" -o "$work/perf.out" -- \
+      wrk -t"$threads" -c"$conns" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$p/v1/chat/completions" > "$work/wrk.out" 2>&1
+    local ms requests p50
+    ms=$(awk -F, '/task-clock/ {print $1}' "$work/perf.out")
+    requests=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+    p50=$(python3 benches/load/wrk_summary.py "$work/wrk.out" | awk '{print $2}')
+    echo "$conns $(python3 -c "print(f'{$ms * 1000 / $requests:.1f}')") $p50"
+  done
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+for i in $(seq 1 "$RUNS"); do
+  one "$OLD" "$OLD_POLICIES" | sed 's/^/old /' >> "$work/results"
+  one "$NEW" "" | sed 's/^/new /' >> "$work/results"
+  echo "run $i done" >&2
+done
+python3 - "$work/results" "$RUNS" "$DURATION" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print(f"Medians of {sys.argv[2]} interleaved runs per build, {sys.argv[3]} s each (benches/load/cpu.sh):\n")
+print("| connections | figure | old | new | new/old |\n|---|---|---|---|---|")
+for conns in ("1", "64"):
+    for col, name in ((2, "gateway CPU µs per request"), (3, "p50 µs")):
+        o = statistics.median(float(r[col]) for r in rows if r[0] == "old" and r[1] == conns)
+        n = statistics.median(float(r[col]) for r in rows if r[0] == "new" and r[1] == conns)
+        print(f"| {conns} | {name} | {o:g} | {n:g} | {n / o:.2f} |")
+PY
