@@ -15,3 +15,31 @@ work="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 0.2; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# instant_upstream PORT: nginx `return 200` with one OpenAI chat answer (and /v1/models) on PORT,
+# ended with the script; and $work/post.lua, the non-streamed chat request wrk sends.
+instant_upstream() {
+  local answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
+  cat > "$work/instant.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/instant.pid;
+error_log $work/instant.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  server {
+    listen 127.0.0.1:$1;
+    location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+}
+NGINX
+  nginx -c "$work/instant.conf" -p "$work" & pids+=($!)
+  cat > "$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
+LUA
+}

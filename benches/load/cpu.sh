@@ -19,28 +19,7 @@ cp "$CARGO_TARGET_DIR/release/hermes" "$NEW"
 HERMES_BINARY="$NEW" . benches/load/common.sh
 command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 1; }
 UP=$(port)
-answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP;
-    location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
-    location / { default_type application/json; return 200 '$answer'; }
-  }
-}
-NGINX
-nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
-cat > "$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
-LUA
+instant_upstream "$UP"
 
 # one BINARY POLICIES: prints "conns cpu_us_per_request p50_us" lines for one fresh gateway
 one() {
