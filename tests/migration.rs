@@ -130,7 +130,9 @@ fn gradual_migration_and_rollback_on_a_live_gateway_lose_no_request() {
     let (ok, out) = migrate(&h, &["apply", "--from", "old", "--to", "new", "--strategy", "gradual_migration", "--stage-seconds", "1"]);
     assert!(ok, "{out}");
     assert_eq!(out.matches("passed").count(), 2, "{out}");
-    // Once the command says done, nothing new reaches old.
+    // Once the command says done, nothing is under way at old, and nothing new reaches it.
+    let state = common::curl(&[&format!("{}/admin/migration", h.url())]);
+    assert_eq!(state.json()["in_flight"]["old"], 0, "under way at old when the command said done: {}", state.body);
     let after = clients.settled_after(Instant::now());
     assert!(!after.is_empty() && on(&after, "new") == after.len(), "after: everything on new: {after:?}");
 

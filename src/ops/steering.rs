@@ -102,6 +102,11 @@ impl Helm {
         f(&self.steering.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Whether a migration has drained this backend: it takes nothing new.
+    pub fn drains(&self, backend: &str) -> bool {
+        self.with(|s| s.drained.iter().any(|d| d == backend))
+    }
+
     /// Replace the steering; a new shadow target starts a fresh tally.
     pub fn set(&self, steering: Steering) {
         let mut current = self.steering.write().unwrap_or_else(|p| p.into_inner());

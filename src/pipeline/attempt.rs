@@ -175,7 +175,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         let Some(backend) = gateway.registry.get(candidate.backend) else { continue };
         let cfg = backend.config();
         // A migration may have drained it since the plan was made: it takes nothing new.
-        if gateway.shared.helm.with(|s| s.drained.contains(&cfg.name)) {
+        if gateway.shared.helm.drains(&cfg.name) {
             continue;
         }
         if !backend_allows(gateway, candidate.backend, &cfg.name).await {
@@ -198,7 +198,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         // then waits for its count to reach zero, so either it sees this request or this request
         // sees the drain (also one that came during a pause above).
         gateway.backend_started(candidate.backend, 1);
-        if gateway.shared.helm.with(|s| s.drained.contains(&cfg.name)) {
+        if gateway.shared.helm.drains(&cfg.name) {
             gateway.backend_started(candidate.backend, -1);
             continue;
         }
