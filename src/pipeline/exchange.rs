@@ -57,6 +57,10 @@ pub struct Exchange {
     pub client: Option<String>,
     /// What this request holds of its key's and team's budgets until it ends.
     pub reservation: Option<Reservation>,
+    /// The cost is settled against the key (once, as soon as it is known).
+    pub spend_settled: bool,
+    /// What the key's tightest budget had left when this request's cost was settled.
+    pub budget_left: Option<f64>,
     /// The key's budget is spent and `--on-budget local` sent the request to a free local backend.
     pub budget_exhausted: bool,
     /// The prompt tokens taken from the key's tokens per minute at admission.
@@ -125,6 +129,8 @@ impl Exchange {
             caller: Caller::Open,
             client: None,
             reservation: None,
+            spend_settled: false,
+            budget_left: None,
             budget_exhausted: false,
             tokens_held: 0,
             trace: None,

@@ -134,34 +134,24 @@ pub async fn plan(
     Ok(free)
 }
 
-/// The request has ended: its hold on the budget becomes what it cost, and its answer's tokens
-/// count against the key's minute.
-pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
-    let Some(key) = ex.caller.key().cloned() else { return };
-    let cost = ex.cost_cents.unwrap_or(0.0);
-    let reservation = ex.reservation.take();
-    if let Some(r) = &reservation {
-        gateway.shared.keys.settle(r, cost);
+/// The answer's cost is known (or the request ended without one): its hold on the budget
+/// becomes what it cost, at once and only once. Settled before a whole answer's head is
+/// written, so that its `x-hermes-budget-remaining-cents` counts every answer settled before it.
+pub fn settle_spend(gateway: &Gateway, ex: &mut Exchange) {
+    if std::mem::replace(&mut ex.spend_settled, true) {
+        return;
     }
-    let more_tokens = match (key.spec.tpm, ex.usage) {
-        (Some(tpm), Some(u)) => {
-            let more = (u.prompt_tokens + u.completion_tokens) as i64 - ex.tokens_held as i64;
-            gateway.shared.key_limits.charge_tokens(&key.spec.name, more);
-            Some((tpm, more))
-        }
-        _ => None,
-    };
-    // Off the answer's path: what Redis misses now, the reconciliation writes again.
-    if let Some(replicas) = &gateway.shared.replicas {
-        let (shared, book, name) = (replicas.clone(), gateway.shared.keys.clone(), key.spec.name.clone());
-        replicas.spawn(async move {
-            if let Some(r) = reservation {
+    let Some(key) = ex.caller.key() else { return };
+    let cost = ex.cost_cents.unwrap_or(0.0);
+    if let Some(r) = ex.reservation.take() {
+        ex.budget_left = gateway.shared.keys.settle(&r, cost);
+        // Off the answer's path: what Redis misses now, the reconciliation writes again.
+        if let Some(replicas) = &gateway.shared.replicas {
+            let (shared, book) = (replicas.clone(), gateway.shared.keys.clone());
+            replicas.spawn(async move {
                 let _ = shared.settle(&book, &r).await;
-            }
-            if let Some((tpm, more)) = more_tokens {
-                let _ = shared.charge_tokens(&name, tpm, more).await;
-            }
-        });
+            });
+        }
     }
     if cost > 0.0 {
         let team = key.spec.team.clone().unwrap_or_default();
@@ -169,10 +159,29 @@ pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
     }
 }
 
+/// The request has ended: its spend is settled if it was not yet, and its answer's tokens
+/// count against the key's minute.
+pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
+    settle_spend(gateway, ex);
+    let Some(key) = ex.caller.key() else { return };
+    let (Some(tpm), Some(u)) = (key.spec.tpm, ex.usage) else { return };
+    let more = (u.prompt_tokens + u.completion_tokens) as i64 - ex.tokens_held as i64;
+    gateway.shared.key_limits.charge_tokens(&key.spec.name, more);
+    if let Some(replicas) = &gateway.shared.replicas {
+        let (shared, name) = (replicas.clone(), key.spec.name.clone());
+        replicas.spawn(async move {
+            let _ = shared.charge_tokens(&name, tpm, more).await;
+        });
+    }
+}
+
 /// `x-hermes-budget-remaining-cents`: what the tightest budget over the key and its team has
 /// left after this answer (its cost when known, else what it holds).
 pub fn remaining_after(gateway: &Gateway, ex: &Exchange) -> Option<f64> {
     let key = ex.caller.key()?;
+    if ex.budget_left.is_some() {
+        return ex.budget_left;
+    }
     let left = gateway.shared.keys.remaining(&key.spec)?;
     let this = ex.cost_cents.or(ex.reservation.as_ref().map(|r| r.cents)).unwrap_or(0.0);
     Some((left - this).max(0.0))

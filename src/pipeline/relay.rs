@@ -294,4 +294,5 @@ fn account(gateway: &Gateway, ex: &mut Exchange, usage: Option<crate::backends::
     ex.usage = Some(u);
     let price = gateway.config.price(&gateway.config.backends[i], model);
     ex.cost_cents = Some(price.cost(&u));
+    super::keyed::settle_spend(gateway, ex);
 }

@@ -413,15 +413,21 @@ impl KeyBook {
         self.holds.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The request ended having cost `cents`: its hold is given back and the cost spent.
-    pub fn settle(&self, r: &Reservation, cents: f64) {
+    /// The request cost `cents`: its hold is given back and the cost spent. Returns what is left
+    /// of the tightest of its budgets, read in the same step, so that of answers settling at once
+    /// the last one counts every other (None: no budget held).
+    pub fn settle(&self, r: &Reservation, cents: f64) -> Option<f64> {
         let now = Utc::now();
         let mut accounts = lock(&self.accounts);
+        let mut left: Option<f64> = None;
         for (scope, budget) in &r.scopes {
             let a = KeyBook::account(&mut accounts, scope, *budget, now);
             a.reserved = (a.reserved - r.cents).max(0.0);
             a.mine += cents;
+            let here = (budget.cents - a.spent()).max(0.0);
+            left = Some(left.map_or(here, |l| l.min(here)));
         }
+        left
     }
 
     /// This replica's share of a scope's spend in the window holding now.
@@ -486,9 +492,10 @@ mod tests {
         let (book, spec) = book_with(10.0, OnBudget::Refuse);
         let held: Vec<_> = (0..40).filter_map(|_| book.reserve(&spec, 1.0).ok()).collect();
         assert_eq!(held.len(), 10, "ten one-cent holds fit in ten cents");
-        for r in &held {
-            book.settle(r, 0.5);
-        }
+        // Each settlement says what is left counting every one before it: the last says 5.
+        let left: Vec<_> = held.iter().map(|r| book.settle(r, 0.5)).collect();
+        assert_eq!(left.first(), Some(&Some(9.5)));
+        assert_eq!(left.last(), Some(&Some(5.0)));
         assert_eq!(book.remaining(&spec), Some(5.0));
         let more: Vec<_> = (0..40).filter_map(|_| book.reserve(&spec, 1.0).ok()).collect();
         assert_eq!(more.len(), 5);
