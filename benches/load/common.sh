@@ -43,3 +43,21 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
 LUA
 }
+
+# quiet PID...: waits (at most 30 s per process) until each has exited or used at most one
+# clock tick of CPU (2% of a core) over the last half second, so that a phase does not measure
+# the previous one's leftovers (an analytics writer catching up, a stopped gateway flushing its
+# queue). Says on stderr how long it waited.
+quiet() {
+  local started=$SECONDS
+  for pid in "$@"; do
+    for _ in $(seq 1 60); do
+      [ -r "/proc/$pid/stat" ] || break
+      local a b; a=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || break
+      sleep 0.5
+      b=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || break
+      [ $((b - a)) -le 1 ] && break
+    done
+  done
+  echo "quiet: waited $((SECONDS - started)) s for $*" >&2
+}

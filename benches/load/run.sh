@@ -155,6 +155,9 @@ spans() { curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {s 
 echo
 echo "Spans at 100%: $(spans "$HT100" hermes_trace_spans_exported_total) exported, $(spans "$HT100" hermes_trace_spans_dropped_total) dropped; at 1%: $(spans "$HT1" hermes_trace_spans_exported_total) exported, $(spans "$HT1" hermes_trace_spans_dropped_total) dropped"
 kill "$(cat "$work/traced1.pid")" "$(cat "$work/traced100.pid")" 2>/dev/null || true
+# The open loop measures a steady 16 connections, not the stopped gateways' last flush or the
+# main one's analytics catching up on the closed loops.
+quiet "$HPID" "$(cat "$work/traced1.pid")" "$(cat "$work/traced100.pid")"
 
 echo
 echo "Open loop at $RATE req/s over 16 connections (streamload rate; a request held back counts from when it was due):"
@@ -170,6 +173,7 @@ for target in "nginx proxy_pass:$PX" "hermes:$HM"; do
     "$(field "$r" p999)" "$(( $(field "$r" p50) - d50 ))" "$(( $(field "$r" p99) - d99 ))" "$(field "$r" failed)"
 done
 
+quiet "$HPID"
 echo
 echo "Streaming (streamload ttft: 1,000 streams one after another, 5 chunks 2 ms apart, TCP_NODELAY on the client):"
 printf "| target | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | whole stream p50 | longest gap | reads per stream | failed |\n|---|---|---|---|---|---|---|---|---|\n"
