@@ -1,6 +1,6 @@
-# Sourced by the load scripts (run.sh, hold.sh): the build under test and the harness's own
-# client (benches/load/streamload.rs), a scratch folder whose processes end with the script,
-# and free loopback ports.
+# Sourced by the load scripts: the build under test and the harness's own client
+# (benches/load/streamload.rs), a scratch folder whose processes end with the script, free
+# loopback ports, an instant upstream, and gateways in front of it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
 # HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness,
 # as it is: this checkout is not rebuilt in the middle of a comparison (ab.sh builds it once);
@@ -42,6 +42,20 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
 LUA
+}
+
+# gateway NAME UPSTREAM_PORT [VAR=VALUE...]: $HERMES (with $HERMES_POLICIES when set) serving one
+# backend, `bench`, at that upstream, its analytics in $work/NAME.duckdb, its log in
+# $work/NAME.log; the variables given win over these. Returns once it answers /health, with its
+# port in GATEWAY_PORT and its pid in GATEWAY_PID (ended with the script).
+gateway() {
+  local name=$1 upstream=$2; shift 2
+  GATEWAY_PORT=$(port)
+  env HERMES_LISTEN=127.0.0.1:$GATEWAY_PORT HERMES_DB_PATH="$work/$name.duckdb" HERMES_BACKENDS_ENABLED=bench \
+    BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$upstream/v1 BACKEND_BENCH_MODELS=bench-model \
+    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$@" "$HERMES" serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > "$work/$name.log" 2>&1 &
+  GATEWAY_PID=$!; pids+=("$GATEWAY_PID")
+  for _ in $(seq 1 300); do curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/health" 2>/dev/null && break; sleep 0.1; done
 }
 
 # quiet PID...: waits (at most 30 s per process) until each has exited or used at most one

@@ -23,13 +23,9 @@ instant_upstream "$UP"
 
 # one BINARY POLICIES: prints "conns cpu_us_per_request p50_us" lines for one fresh gateway
 one() {
-  local bin=$1 policies=$2 p; p=$(port)
+  local p pid
   rm -f "$work/h.duckdb"*
-  HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/h.duckdb" HERMES_BACKENDS_ENABLED=bench \
-    BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model \
-    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$bin" serve ${policies:+--policies "$policies"} > "$work/h.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 1 300); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
+  HERMES=$1 HERMES_POLICIES=$2 gateway h "$UP"; p=$GATEWAY_PORT; pid=$GATEWAY_PID
   wrk -t1 -c1 -d2s -s "$work/post.lua" "http://127.0.0.1:$p/v1/chat/completions" > /dev/null # warm: pools, caches, fitted models
   for conns in 1 64; do
     local threads; threads=$([ "$conns" = 1 ] && echo 1 || echo 2)

@@ -10,14 +10,10 @@ cd "$(dirname "$0")/../.."
 STREAMS="${STREAMS:-5000}"
 HOLD="${HOLD:-15}"
 . benches/load/common.sh
-SLOW=$(port); HP=$(port)
+SLOW=$(port)
 # One chunk a second, more of them than the hold lasts.
 "$LOADGEN" upstream "$SLOW" 1000 $((HOLD + 30)) & pids+=($!)
-env "$@" HERMES_LISTEN=127.0.0.1:$HP HERMES_DB_PATH="$work/h.duckdb" HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom \
-  BACKEND_BENCH_BASE_URL=http://127.0.0.1:$SLOW/v1 BACKEND_BENCH_MODELS=bench-model HERMES_SHUTDOWN_GRACE_SECONDS=1 \
-  "$HERMES" serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > "$work/h.log" 2>&1 &
-HPID=$!; pids+=("$HPID")
-for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$HP/health" 2>/dev/null && break; sleep 0.1; done
+gateway h "$SLOW" "$@"; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$HPID/status"; }
 sleep 2
 idle=$(rss)

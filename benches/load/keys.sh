@@ -17,20 +17,11 @@ UP=$(port); REDIS=$(port)
 instant_upstream "$UP"
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" > "$work/redis.log" 2>&1 & pids+=($!)
 
-# gateway NAME [ENV=VALUE...]: prints its port; its pid goes to $work/NAME.pid (this runs in a
-# command substitution, whose `pids` the EXIT trap does not see)
-gateway() {
-  local name=$1 p; shift; p=$(port)
-  env HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_ADMIN_KEY=bench-admin HERMES_API_KEYS=bench-static \
-    HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model \
-    BACKEND_BENCH_PRICE_INPUT_PER_MTOK=1 BACKEND_BENCH_PRICE_OUTPUT_PER_MTOK=1 HERMES_SHUTDOWN_GRACE_SECONDS=1 "$@" \
-    "$HERMES" serve > "$work/$name.log" 2>&1 &
-  echo $! > "$work/$name.pid"
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
-  echo "$p"
-}
-LOCAL=$(gateway local); pids+=("$(cat "$work/local.pid")")
-SHARED=$(gateway shared HERMES_REDIS_URL=redis://127.0.0.1:$REDIS/0); pids+=("$(cat "$work/shared.pid")")
+# A paid backend (so every keyed request reserves and settles), an admin key to create keys, a static key.
+keyed_gateway() { gateway "$1" "$UP" HERMES_ADMIN_KEY=bench-admin HERMES_API_KEYS=bench-static \
+  BACKEND_BENCH_PRICE_INPUT_PER_MTOK=1 BACKEND_BENCH_PRICE_OUTPUT_PER_MTOK=1 "${@:2}"; }
+keyed_gateway local; LOCAL=$GATEWAY_PORT
+keyed_gateway shared HERMES_REDIS_URL=redis://127.0.0.1:$REDIS/0; SHARED=$GATEWAY_PORT
 # A key no run can exhaust: its limits are checked on every request, never reached.
 key() { HERMES_ADMIN_KEY=bench-admin "$HERMES" keys create --name bench --budget-usd 100000 --budget-window day \
   --rpm 100000000 --tpm 1000000000 --url "http://127.0.0.1:$1" | head -1; }

@@ -65,19 +65,9 @@ nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 "$LOADGEN" upstream "$SSE" 2 5 & pids+=($!)
 "$LOADGEN" upstream "$SLOW" 1000 120 & pids+=($!)
 
-# hermes NAME UPSTREAM_PORT [VAR=VALUE...]: a gateway with one backend; prints its port, leaves its pid in $work/NAME.pid
-hermes() {
-  local name=$1 upstream=$2 p; p=$(port)
-  env "${@:3}" HERMES_LISTEN=127.0.0.1:$p HERMES_DB_PATH="$work/$name.duckdb" HERMES_BACKENDS_ENABLED=bench \
-    BACKEND_BENCH_TYPE=custom BACKEND_BENCH_BASE_URL=http://127.0.0.1:$upstream/v1 BACKEND_BENCH_MODELS=bench-model \
-    HERMES_SHUTDOWN_GRACE_SECONDS=1 "$HERMES" serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > "$work/$name.log" 2>&1 &
-  echo $! > "$work/$name.pid"
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$p/health" 2>/dev/null && break; sleep 0.1; done
-  echo "$p"
-}
 rss() { awk '/VmRSS/ {printf "%.0f MB", $2/1024}' "/proc/$1/status"; }
-HM=$(hermes main "$UP"); HPID=$(cat "$work/main.pid"); pids+=("$HPID")
-HMS=$(hermes sse "$SSE"); pids+=("$(cat "$work/sse.pid")")
+gateway main "$UP"; HM=$GATEWAY_PORT; HPID=$GATEWAY_PID
+gateway sse "$SSE"; HMS=$GATEWAY_PORT
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PX/v1/models" 2>/dev/null && break; sleep 0.1; done
 sleep 1
 IDLE_RSS=$(rss "$HPID")
@@ -139,8 +129,10 @@ echo
 echo "Traces: the same gateway exporting OTLP/HTTP spans (a request span, classify, route, one per attempt) to an nginx sink, against traces off:"
 printf "| target | connections | req/s | p50 | p99 | added p50 | added p99 | non-2xx |\n|---|---|---|---|---|---|---|---|\n"
 otel=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$OTLP OTEL_BSP_SCHEDULE_DELAY=1000)
-HT1=$(hermes traced1 "$UP" "${otel[@]}" OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01); pids+=("$(cat "$work/traced1.pid")")
-HT100=$(hermes traced100 "$UP" "${otel[@]}" OTEL_TRACES_SAMPLER=always_on); pids+=("$(cat "$work/traced100.pid")")
+gateway traced1 "$UP" "${otel[@]}" OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01; HT1=$GATEWAY_PORT; T1PID=$GATEWAY_PID
+gateway traced100 "$UP" "${otel[@]}" OTEL_TRACES_SAMPLER=always_on; HT100=$GATEWAY_PORT; T100PID=$GATEWAY_PID
+# Fresh gateways warm up (the classifier, the pools) for a second or two: measure none of that.
+quiet "$HPID" "$T1PID" "$T100PID"
 for conns in 1 64; do
   threads=$([ "$conns" = 1 ] && echo 1 || echo 2)
   read -r d_rps d50 d99 d_bad <<<"$(measure $conns $threads "http://127.0.0.1:$UP/v1/chat/completions")"
@@ -154,10 +146,10 @@ sleep 1.5
 spans() { curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
 echo
 echo "Spans at 100%: $(spans "$HT100" hermes_trace_spans_exported_total) exported, $(spans "$HT100" hermes_trace_spans_dropped_total) dropped; at 1%: $(spans "$HT1" hermes_trace_spans_exported_total) exported, $(spans "$HT1" hermes_trace_spans_dropped_total) dropped"
-kill "$(cat "$work/traced1.pid")" "$(cat "$work/traced100.pid")" 2>/dev/null || true
+kill "$T1PID" "$T100PID" 2>/dev/null || true
 # The open loop measures a steady 16 connections, not the stopped gateways' last flush or the
 # main one's analytics catching up on the closed loops.
-quiet "$HPID" "$(cat "$work/traced1.pid")" "$(cat "$work/traced100.pid")"
+quiet "$HPID" "$T1PID" "$T100PID"
 
 echo
 echo "Open loop at $RATE req/s over 16 connections (streamload rate; a request held back counts from when it was due):"
@@ -198,7 +190,7 @@ done
 AFTER_RSS=$(rss "$HPID")
 
 # A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams.
-HSLOW=$(hermes slow "$SLOW"); SPID=$(cat "$work/slow.pid"); pids+=("$SPID")
+gateway slow "$SLOW"; HSLOW=$GATEWAY_PORT; SPID=$GATEWAY_PID
 SLOW_IDLE=$(rss "$SPID")
 "$LOADGEN" hold "127.0.0.1:$HSLOW" "$STREAMS" 20 > "$work/hold.out" &
 HOLD=$!

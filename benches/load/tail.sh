@@ -6,35 +6,15 @@
 # HERMES_POLICIES run another build (with its own policies/), as in run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-H=${HERMES_BINARY:-${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}/release/hermes}
-work=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); HP=$(port)
-answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
-cat > $work/nginx.conf <<NGINX
-worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $work/body;
-  server { listen 127.0.0.1:$UP;
-    location /v1/models { default_type application/json; return 200 '{"object":"list","data":[{"id":"bench-model","object":"model"}]}'; }
-    location / { default_type application/json; return 200 '$answer'; } } }
-NGINX
-nginx -c $work/nginx.conf -p $work & pids+=($!)
-env HERMES_LISTEN=127.0.0.1:$HP HERMES_DB_PATH=$work/h.duckdb HERMES_BACKENDS_ENABLED=bench BACKEND_BENCH_TYPE=custom \
-  BACKEND_BENCH_BASE_URL=http://127.0.0.1:$UP/v1 BACKEND_BENCH_MODELS=bench-model ${EXTRA:-} $H serve ${HERMES_POLICIES:+--policies "$HERMES_POLICIES"} > $work/h.log 2>&1 & pids+=($!)
-HPID=$!
-for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:$HP/health 2>/dev/null && break; sleep 0.1; done
-cat > $work/post.lua <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}'
-LUA
+. benches/load/common.sh
+UP=$(port)
+instant_upstream "$UP"
+gateway h "$UP" ${EXTRA:-}; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
 # CPU ticks of every thread of these processes, "pid/tid name ticks" per line (the name may hold spaces).
 ticks() { for p in "$@"; do for t in /proc/$p/task/*; do
   python3 -c 'import sys; s=open(sys.argv[1]+"/stat").read(); f=s[s.rindex(")")+2:].split(); print(sys.argv[1].split("/")[2]+"/"+sys.argv[1].split("/")[4], s[s.index("(")+1:s.rindex(")")].replace(" ","_"), int(f[11])+int(f[12]))' "$t" 2>/dev/null
 done; done; }
-NGX=$(pgrep -P "$(cat $work/nginx.pid)" | tr '\n' ' ')
+NGX=$(pgrep -P "$(cat $work/instant.pid)" | tr '\n' ' ')
 for target in "direct $UP" "hermes $HP"; do set -- $target
   [ "$1" = hermes ] && ticks $HPID $NGX > $work/before.ticks
   wrk -t1 -c1 -d${D:-10}s --latency -s $work/post.lua http://127.0.0.1:$2/v1/chat/completions > $work/w.out
