@@ -96,7 +96,7 @@ fn spend_view(gateway: &Gateway, scope: &Scope) -> Value {
         Some((spent, b)) => {
             let (start, end) = b.window.around(chrono::Utc::now());
             json!({"window": b.window.as_str(), "window_start": start.to_rfc3339(), "resets_at": end.to_rfc3339(),
-                   "budget_usd": b.cents / 100.0, "spent_usd": spent / 100.0, "remaining_usd": (b.cents - spent).max(0.0) / 100.0})
+                   "budget_usd": b.cents / 100.0, "spent_usd": spent / 100.0, "remaining_usd": b.left_after(spent) / 100.0})
         }
     }
 }

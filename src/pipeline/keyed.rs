@@ -179,8 +179,8 @@ pub fn settle(gateway: &Gateway, ex: &mut Exchange) {
 /// left after this answer (its cost when known, else what it holds).
 pub fn remaining_after(gateway: &Gateway, ex: &Exchange) -> Option<f64> {
     let key = ex.caller.key()?;
-    if ex.budget_left.is_some() {
-        return ex.budget_left;
+    if let Some(left) = ex.budget_left {
+        return Some(left);
     }
     let left = gateway.shared.keys.remaining(&key.spec)?;
     let this = ex.cost_cents.or(ex.reservation.as_ref().map(|r| r.cents)).unwrap_or(0.0);

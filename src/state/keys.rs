@@ -86,6 +86,13 @@ pub struct Budget {
     pub window: Window,
 }
 
+impl Budget {
+    /// What is left of it once `spent` cents are spent (never below nothing).
+    pub fn left_after(&self, spent: f64) -> f64 {
+        (self.cents - spent).max(0.0)
+    }
+}
+
 /// A key's settings, as `hermes keys create` and `POST /admin/keys` give them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct KeySpec {
@@ -419,15 +426,15 @@ impl KeyBook {
     pub fn settle(&self, r: &Reservation, cents: f64) -> Option<f64> {
         let now = Utc::now();
         let mut accounts = lock(&self.accounts);
-        let mut left: Option<f64> = None;
-        for (scope, budget) in &r.scopes {
-            let a = KeyBook::account(&mut accounts, scope, *budget, now);
-            a.reserved = (a.reserved - r.cents).max(0.0);
-            a.mine += cents;
-            let here = (budget.cents - a.spent()).max(0.0);
-            left = Some(left.map_or(here, |l| l.min(here)));
-        }
-        left
+        r.scopes
+            .iter()
+            .map(|(scope, budget)| {
+                let a = KeyBook::account(&mut accounts, scope, *budget, now);
+                a.reserved = (a.reserved - r.cents).max(0.0);
+                a.mine += cents;
+                budget.left_after(a.spent())
+            })
+            .reduce(f64::min)
     }
 
     /// This replica's share of a scope's spend in the window holding now.
@@ -462,7 +469,7 @@ impl KeyBook {
 
     /// What is left of the tightest budget over the key and its team (None: no budget).
     pub fn remaining(&self, key: &KeySpec) -> Option<f64> {
-        KeyBook::scopes_of(key).iter().filter_map(|s| self.spend(s).map(|(spent, b)| (b.cents - spent).max(0.0))).reduce(f64::min)
+        KeyBook::scopes_of(key).iter().filter_map(|s| self.spend(s).map(|(spent, b)| b.left_after(spent))).reduce(f64::min)
     }
 }
 
