@@ -7,6 +7,8 @@
 // Without the `analytics` cargo feature (on by default) DuckDB is not compiled in: records go
 // nowhere. The fuzz targets build that way, so they need not compile DuckDB's C++.
 #[cfg(feature = "analytics")]
+mod columns;
+#[cfg(feature = "analytics")]
 pub mod export;
 mod priority;
 #[cfg(feature = "analytics")]

@@ -2,9 +2,10 @@
 //! memory, and go to DuckDB in batches through its Appender: at least once a second, when a
 //! batch is large, before a rating or lookup that must see them, and on shutdown.
 
+use super::columns;
 use super::priority::WriterPriority;
 use super::query;
-use super::record::{micros, ms, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
+use super::record::{micros, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
 use super::Event;
 use crate::state::learn::rating_quality;
 use duckdb::types::{TimeUnit, Value};
@@ -229,108 +230,27 @@ impl Writer {
         self.lost.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn backend_id(&self, name: Option<&str>) -> Option<i32> {
-        name.and_then(|n| self.backend_ids.get(n).copied())
-    }
-
+    /// Each table's rows as one record batch of columns (see `columns`).
     fn append(&mut self, batch: &[JobRecord]) -> duckdb::Result<u64> {
+        let ids = &self.backend_ids;
+        let backend_id = |name: Option<&str>| name.and_then(|n| ids.get(n).copied());
+        let jobs = columns::jobs(batch, &backend_id).map_err(arrow_failed)?;
+        let attempts = columns::attempts(batch, self.next_attempt_id, &backend_id).map_err(arrow_failed)?;
+        let selections = columns::selections(batch, self.next_selection_id, &backend_id).map_err(arrow_failed)?;
         let mut rows = 0u64;
-        {
-            let mut app = self.conn.appender("jobs")?;
-            for j in batch {
-                app.append_row(params![
-                    j.request_id,
-                    timestamp(j.at),
-                    j.endpoint,
-                    j.model_requested,
-                    j.job_type,
-                    j.complexity,
-                    j.criteria,
-                    j.stream,
-                    j.status,
-                    self.backend_id(j.backend.as_deref()),
-                    j.backend,
-                    j.model_used,
-                    j.attempts.len() as i32,
-                    ms(j.total),
-                    j.ttft.map(ms),
-                    ms(j.overhead),
-                    j.prompt_tokens,
-                    j.completion_tokens,
-                    j.cost_cents,
-                    j.cache_hit,
-                    j.error,
-                    j.prompt,
-                    j.response,
-                    j.cached_tokens,
-                    j.reasoning_tokens,
-                    j.key_name,
-                    j.team,
-                    j.client,
-                ])?;
-                rows += 1;
-            }
+        for (table, columns) in [("jobs", Some(jobs)), ("backend_performance", attempts), ("backend_selection_history", selections)] {
+            let Some(columns) = columns else { continue };
+            let count = columns.num_rows();
+            let mut app = self.conn.appender(table)?;
+            app.append_record_batch(columns)?;
             app.flush()?;
-        }
-        {
-            let mut app = self.conn.appender("backend_performance")?;
-            for j in batch {
-                for (n, a) in j.attempts.iter().enumerate() {
-                    app.append_row(params![
-                        self.next_attempt_id,
-                        self.backend_id(Some(&a.backend)),
-                        a.backend,
-                        j.request_id,
-                        n as i32 + 1,
-                        ms(a.elapsed),
-                        a.ttft.map(ms),
-                        None::<f64>,
-                        a.cost_cents,
-                        a.tokens,
-                        j.job_type,
-                        j.complexity,
-                        a.model,
-                        a.status,
-                        a.success,
-                        a.error,
-                        None::<i32>,
-                        timestamp(j.at),
-                    ])?;
-                    self.next_attempt_id += 1;
-                    rows += 1;
-                }
+            rows += count as u64;
+            match table {
+                "backend_performance" => self.next_attempt_id += count as i64,
+                "backend_selection_history" => self.next_selection_id += count as i64,
+                _ => {}
             }
-            app.flush()?;
         }
-        let mut app = self.conn.appender("backend_selection_history")?;
-        for j in batch {
-            let Some(s) = &j.selection else { continue };
-            let selected = s.candidates.first().map(|c| c.0.clone());
-            let candidates: Vec<_> = s.candidates.iter().map(|(b, m, c)| serde_json::json!({"backend": b, "model": m, "estimated_cost_cents": c})).collect();
-            let rejected: Vec<_> = s.rejected.iter().map(|(b, why)| serde_json::json!({"backend": b, "reason": why})).collect();
-            let reasons: Vec<String> = s.rejected.iter().map(|(b, why)| format!("{b}: {why}")).collect();
-            let answered = (200..300).contains(&j.status);
-            app.append_row(params![
-                self.next_selection_id,
-                j.request_id,
-                s.criteria,
-                serde_json::Value::Array(candidates).to_string(),
-                s.reasoning,
-                self.backend_id(selected.as_deref()),
-                selected,
-                s.confidence,
-                serde_json::Value::Array(rejected).to_string(),
-                reasons.join("; "),
-                answered && j.attempts.len() == 1,
-                j.attempts.len() > 1,
-                self.backend_id(j.backend.as_deref()),
-                j.backend,
-                timestamp(j.at),
-            ])?;
-            self.next_selection_id += 1;
-            rows += 1;
-        }
-        app.flush()?;
         Ok(rows)
     }
 
@@ -436,6 +356,10 @@ impl Writer {
     }
 }
 
+fn arrow_failed(e: duckdb::arrow::error::ArrowError) -> duckdb::Error {
+    duckdb::Error::ToSqlConversionFailure(Box::new(e))
+}
+
 fn timestamp(at: Option<SystemTime>) -> Value {
     Value::Timestamp(TimeUnit::Microsecond, micros(at.unwrap_or_else(SystemTime::now)))
 }
@@ -457,4 +381,142 @@ fn served_of(j: &JobRecord) -> Option<crate::state::learn::Served> {
         rating: None,
         client: j.client.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::analytics::record::{AttemptRecord, SelectionRecord};
+
+    fn at(micros: u64) -> Option<SystemTime> {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
+    }
+
+    /// Every column of one table's rows as text (NULL as None), in order of `id`.
+    fn rows(conn: &Connection, table: &str, order: &str) -> Vec<Vec<Option<String>>> {
+        let mut stmt = conn.prepare(&format!("SELECT COLUMNS(*)::VARCHAR FROM {table} ORDER BY {order}")).unwrap();
+        let mut out = Vec::new();
+        let mut found = stmt.query([]).unwrap();
+        while let Some(row) = found.next().unwrap() {
+            let width = row.as_ref().column_count();
+            out.push((0..width).map(|i| row.get::<_, Option<String>>(i).unwrap()).collect());
+        }
+        out
+    }
+
+    fn texts(values: &[Option<&str>]) -> Vec<Option<String>> {
+        values.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn every_column_of_the_per_request_tables_lands_where_the_schema_says() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate_to(&conn, super::super::schema::latest()).unwrap();
+        conn.execute_batch("INSERT INTO backends (name, backend_type, config) VALUES ('home', 'local', '{}'), ('cloud', 'openai', '{}')").unwrap();
+        let mut w = Writer::new(conn, Arc::default(), Arc::default(), Arc::new(WriterPriority::new(64))).unwrap();
+        let full = JobRecord {
+            request_id: "req_full".into(),
+            at: at(1_700_000_000_123_456),
+            endpoint: "/chat/completions",
+            model_requested: Some("auto".into()),
+            job_type: Some("code_generation"),
+            complexity: Some(0.25),
+            criteria: Some("cost_first"),
+            stream: true,
+            status: 200,
+            backend: Some("cloud".into()),
+            model_used: Some("gpt-4o-mini".into()),
+            total: Duration::from_micros(42_500),
+            ttft: Some(Duration::from_micros(7_250)),
+            overhead: Duration::from_micros(125),
+            prompt_tokens: Some(12),
+            completion_tokens: Some(34),
+            cached_tokens: Some(5),
+            reasoning_tokens: Some(6),
+            cost_cents: Some(0.5),
+            cache_hit: false,
+            error: Some("first try failed".into()),
+            prompt: Some("hi".into()),
+            response: Some("hello".into()),
+            attempts: vec![
+                AttemptRecord {
+                    backend: "home".into(),
+                    model: "llama3".into(),
+                    elapsed: Duration::from_millis(10),
+                    ttft: None,
+                    status: Some(502),
+                    success: Some(false),
+                    error: Some("bad gateway".into()),
+                    tokens: None,
+                    cost_cents: None,
+                },
+                AttemptRecord {
+                    backend: "cloud".into(),
+                    model: "gpt-4o-mini".into(),
+                    elapsed: Duration::from_millis(30),
+                    ttft: Some(Duration::from_millis(4)),
+                    status: Some(200),
+                    success: Some(true),
+                    error: None,
+                    tokens: Some(46),
+                    cost_cents: Some(0.5),
+                },
+            ],
+            selection: Some(SelectionRecord {
+                criteria: "cost_first",
+                candidates: vec![("home".into(), "llama3".into(), 0.0), ("cloud".into(), "gpt-4o-mini".into(), 0.5)],
+                reasoning: "home is free".into(),
+                confidence: 0.75,
+                rejected: vec![("gone".into(), "unhealthy".into())],
+            }),
+            key_name: Some("ci".into()),
+            team: Some("platform".into()),
+            client: Some("abc123".into()),
+        };
+        // The least a job can be: refused before routing, no attempt, no decision.
+        let bare = JobRecord { request_id: "req_bare".into(), at: at(1_700_000_001_000_000), endpoint: "/embeddings", status: 400, ..JobRecord::default() };
+        w.jobs = vec![full, bare];
+        w.flush();
+        let home = w.backend_ids["home"].to_string();
+        let cloud = w.backend_ids["cloud"].to_string();
+        let (home, cloud) = (Some(home.as_str()), Some(cloud.as_str()));
+
+        let jobs = rows(&w.conn, "jobs", "id");
+        #[rustfmt::skip]
+        assert_eq!(jobs[0], texts(&[
+            Some("req_bare"), Some("2023-11-14 22:13:21"), Some("/embeddings"), None, None, None, None, Some("false"), Some("400"),
+            None, None, None, Some("0"), Some("0.0"), None, Some("0.0"), None, None, None, Some("false"), None, None, None,
+            None, None, None, None, None,
+        ]));
+        #[rustfmt::skip]
+        assert_eq!(jobs[1], texts(&[
+            Some("req_full"), Some("2023-11-14 22:13:20.123456"), Some("/chat/completions"), Some("auto"), Some("code_generation"),
+            Some("0.25"), Some("cost_first"), Some("true"), Some("200"), cloud, Some("cloud"), Some("gpt-4o-mini"), Some("2"),
+            Some("42.5"), Some("7.25"), Some("0.125"), Some("12"), Some("34"), Some("0.5"), Some("false"), Some("first try failed"),
+            Some("hi"), Some("hello"), Some("5"), Some("6"), Some("ci"), Some("platform"), Some("abc123"),
+        ]));
+
+        let attempts = rows(&w.conn, "backend_performance", "id");
+        #[rustfmt::skip]
+        assert_eq!(attempts, vec![
+            texts(&[Some("1"), home, Some("home"), Some("req_full"), Some("1"), Some("10.0"), None, None, None, None,
+                    Some("code_generation"), Some("0.25"), Some("llama3"), Some("502"), Some("false"), Some("bad gateway"), None,
+                    Some("2023-11-14 22:13:20.123456")]),
+            texts(&[Some("2"), cloud, Some("cloud"), Some("req_full"), Some("2"), Some("30.0"), Some("4.0"), None, Some("0.5"),
+                    Some("46"), Some("code_generation"), Some("0.25"), Some("gpt-4o-mini"), Some("200"), Some("true"), None, None,
+                    Some("2023-11-14 22:13:20.123456")]),
+        ]);
+
+        let decisions = rows(&w.conn, "backend_selection_history", "id");
+        #[rustfmt::skip]
+        assert_eq!(decisions, vec![texts(&[
+            Some("1"), Some("req_full"), Some("cost_first"),
+            Some(r#"[{"backend":"home","model":"llama3","estimated_cost_cents":0.0},{"backend":"cloud","model":"gpt-4o-mini","estimated_cost_cents":0.5}]"#),
+            Some("home is free"), home, Some("home"), Some("0.75"), Some(r#"[{"backend":"gone","reason":"unhealthy"}]"#),
+            Some("gone: unhealthy"), Some("false"), Some("true"), cloud, Some("cloud"), Some("2023-11-14 22:13:20.123456"),
+        ])]);
+
+        // The ids go on from where the batch left them.
+        assert_eq!((w.next_attempt_id, w.next_selection_id), (3, 2));
+    }
 }

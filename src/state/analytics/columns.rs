@@ -1,0 +1,163 @@
+//! The three tables every request writes (`jobs`, `backend_performance`,
+//! `backend_selection_history`) as Arrow record batches: a batch of jobs becomes one array per
+//! column, which DuckDB's Arrow appender copies into its vectors a column at a time. Row by row,
+//! each value went through duckdb-rs's `ToSql`, a `Value` and three vectors of its own per row.
+//!
+//! The arrays are in the tables' column order (`schema.rs`), with the tables' types:
+//! VARCHAR = Utf8, TIMESTAMP = Timestamp(µs), DOUBLE = Float64, INTEGER = Int32, BIGINT = Int64.
+
+use super::record::{micros, ms, JobRecord, SelectionRecord};
+use duckdb::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use duckdb::arrow::error::ArrowError;
+use duckdb::arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A backend's id in the `backends` table, by name.
+pub type BackendId<'a> = &'a dyn Fn(Option<&str>) -> Option<i32>;
+
+fn text<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+fn double(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(values.collect::<Float64Array>())
+}
+fn int(values: impl Iterator<Item = Option<i32>>) -> ArrayRef {
+    Arc::new(values.collect::<Int32Array>())
+}
+fn bigint(values: impl Iterator<Item = Option<u64>>) -> ArrayRef {
+    Arc::new(values.map(|v| v.map(|v| v as i64)).collect::<Int64Array>())
+}
+fn flag(values: impl Iterator<Item = Option<bool>>) -> ArrayRef {
+    Arc::new(values.collect::<BooleanArray>())
+}
+/// A moment not recorded is written as now, as the row-by-row appender did.
+fn time(values: impl Iterator<Item = Option<SystemTime>>) -> ArrayRef {
+    Arc::new(values.map(|at| Some(micros(at.unwrap_or_else(SystemTime::now)))).collect::<TimestampMicrosecondArray>())
+}
+/// Sequential ids from `first`.
+fn ids(first: i64, count: usize) -> ArrayRef {
+    Arc::new((first..first + count as i64).collect::<Int64Array>())
+}
+
+fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, ArrowError> {
+    RecordBatch::try_from_iter(columns)
+}
+
+/// One `jobs` row per job.
+pub fn jobs(batch_of: &[JobRecord], backend_id: BackendId) -> Result<RecordBatch, ArrowError> {
+    let j = || batch_of.iter();
+    batch(vec![
+        ("id", text(j().map(|j| Some(j.request_id.as_str())))),
+        ("created_date", time(j().map(|j| j.at))),
+        ("endpoint", text(j().map(|j| Some(j.endpoint)))),
+        ("model_requested", text(j().map(|j| j.model_requested.as_deref()))),
+        ("job_type", text(j().map(|j| j.job_type))),
+        ("job_complexity", double(j().map(|j| j.complexity))),
+        ("selection_criteria", text(j().map(|j| j.criteria))),
+        ("stream", flag(j().map(|j| Some(j.stream)))),
+        ("status", int(j().map(|j| Some(i32::from(j.status))))),
+        ("backend_id", int(j().map(|j| backend_id(j.backend.as_deref())))),
+        ("backend", text(j().map(|j| j.backend.as_deref()))),
+        ("model_used", text(j().map(|j| j.model_used.as_deref()))),
+        ("attempts", int(j().map(|j| Some(j.attempts.len() as i32)))),
+        ("response_time_ms", double(j().map(|j| Some(ms(j.total))))),
+        ("time_to_first_token_ms", double(j().map(|j| j.ttft.map(ms)))),
+        ("overhead_ms", double(j().map(|j| Some(ms(j.overhead))))),
+        ("prompt_tokens", bigint(j().map(|j| j.prompt_tokens))),
+        ("completion_tokens", bigint(j().map(|j| j.completion_tokens))),
+        ("cost_cents", double(j().map(|j| j.cost_cents))),
+        ("cache_hit", flag(j().map(|j| Some(j.cache_hit)))),
+        ("error_message", text(j().map(|j| j.error.as_deref()))),
+        ("prompt", text(j().map(|j| j.prompt.as_deref()))),
+        ("response", text(j().map(|j| j.response.as_deref()))),
+        ("cached_tokens", bigint(j().map(|j| j.cached_tokens))),
+        ("reasoning_tokens", bigint(j().map(|j| j.reasoning_tokens))),
+        ("key_name", text(j().map(|j| j.key_name.as_deref()))),
+        ("team", text(j().map(|j| j.team.as_deref()))),
+        ("client", text(j().map(|j| j.client.as_deref()))),
+    ])
+}
+
+/// One `backend_performance` row per attempt, ids from `first_id`; None when no job made one.
+pub fn attempts(batch_of: &[JobRecord], first_id: i64, backend_id: BackendId) -> Result<Option<RecordBatch>, ArrowError> {
+    let rows: Vec<_> = batch_of.iter().flat_map(|j| j.attempts.iter().enumerate().map(move |(n, a)| (j, n, a))).collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let r = || rows.iter();
+    batch(vec![
+        ("id", ids(first_id, rows.len())),
+        ("backend_id", int(r().map(|(_, _, a)| backend_id(Some(&a.backend))))),
+        ("backend", text(r().map(|(_, _, a)| Some(a.backend.as_str())))),
+        ("job_id", text(r().map(|(j, _, _)| Some(j.request_id.as_str())))),
+        ("attempt", int(r().map(|(_, n, _)| Some(*n as i32 + 1)))),
+        ("response_time_ms", double(r().map(|(_, _, a)| Some(ms(a.elapsed))))),
+        ("time_to_first_token_ms", double(r().map(|(_, _, a)| a.ttft.map(ms)))),
+        ("quality_score", double(r().map(|_| None))),
+        ("cost_cents", double(r().map(|(_, _, a)| a.cost_cents))),
+        ("token_count", bigint(r().map(|(_, _, a)| a.tokens))),
+        ("job_type", text(r().map(|(j, _, _)| j.job_type))),
+        ("job_complexity", double(r().map(|(j, _, _)| j.complexity))),
+        ("model_used", text(r().map(|(_, _, a)| Some(a.model.as_str())))),
+        ("status", int(r().map(|(_, _, a)| a.status.map(i32::from)))),
+        ("success", flag(r().map(|(_, _, a)| a.success))),
+        ("error_message", text(r().map(|(_, _, a)| a.error.as_deref()))),
+        ("user_satisfaction", int(r().map(|_| None))),
+        ("executed_date", time(r().map(|(j, _, _)| j.at))),
+    ])
+    .map(Some)
+}
+
+/// What a decision row holds beyond the job's own fields: its JSON and joined reasons.
+struct Decision<'a> {
+    job: &'a JobRecord,
+    made: &'a SelectionRecord,
+    selected: Option<&'a str>,
+    candidates: String,
+    rejected: String,
+    reasons: String,
+}
+
+/// One `backend_selection_history` row per job that was routed, ids from `first_id`.
+pub fn selections(batch_of: &[JobRecord], first_id: i64, backend_id: BackendId) -> Result<Option<RecordBatch>, ArrowError> {
+    let rows: Vec<Decision> = batch_of
+        .iter()
+        .filter_map(|job| {
+            let made = job.selection.as_ref()?;
+            let candidates: Vec<_> = made.candidates.iter().map(|(b, m, c)| serde_json::json!({"backend": b, "model": m, "estimated_cost_cents": c})).collect();
+            let rejected: Vec<_> = made.rejected.iter().map(|(b, why)| serde_json::json!({"backend": b, "reason": why})).collect();
+            let reasons: Vec<String> = made.rejected.iter().map(|(b, why)| format!("{b}: {why}")).collect();
+            Some(Decision {
+                job,
+                made,
+                selected: made.candidates.first().map(|c| c.0.as_str()),
+                candidates: serde_json::Value::Array(candidates).to_string(),
+                rejected: serde_json::Value::Array(rejected).to_string(),
+                reasons: reasons.join("; "),
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let r = || rows.iter();
+    batch(vec![
+        ("id", ids(first_id, rows.len())),
+        ("job_id", text(r().map(|d| Some(d.job.request_id.as_str())))),
+        ("selection_criteria", text(r().map(|d| Some(d.made.criteria)))),
+        ("available_backends", text(r().map(|d| Some(d.candidates.as_str())))),
+        ("selection_reasoning", text(r().map(|d| Some(d.made.reasoning.as_str())))),
+        ("selected_backend_id", int(r().map(|d| backend_id(d.selected)))),
+        ("selected_backend", text(r().map(|d| d.selected))),
+        ("confidence_score", double(r().map(|d| Some(d.made.confidence)))),
+        ("rejected_backends", text(r().map(|d| Some(d.rejected.as_str())))),
+        ("rejection_reasons", text(r().map(|d| Some(d.reasons.as_str())))),
+        ("selection_successful", flag(r().map(|d| Some((200..300).contains(&d.job.status) && d.job.attempts.len() == 1)))),
+        ("fallback_used", flag(r().map(|d| Some(d.job.attempts.len() > 1)))),
+        ("final_backend_id", int(r().map(|d| backend_id(d.job.backend.as_deref())))),
+        ("final_backend", text(r().map(|d| d.job.backend.as_deref()))),
+        ("executed_date", time(r().map(|d| d.job.at))),
+    ])
+    .map(Some)
+}
