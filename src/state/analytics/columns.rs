@@ -25,8 +25,17 @@ fn double(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
 fn int(values: impl Iterator<Item = Option<i32>>) -> ArrayRef {
     Arc::new(values.collect::<Int32Array>())
 }
-fn bigint(values: impl Iterator<Item = Option<u64>>) -> ArrayRef {
-    Arc::new(values.map(|v| v.map(|v| v as i64)).collect::<Int64Array>())
+/// A count past BIGINT's range (an upstream can report anything) fails the batch, as the
+/// row-by-row appender did, so the writer retries row by row and loses only that row.
+fn bigint(values: impl Iterator<Item = Option<u64>>) -> Result<ArrayRef, ArrowError> {
+    let values: Option<Vec<Option<i64>>> = values
+        .map(|v| match v {
+            None => Some(None),
+            Some(v) => i64::try_from(v).ok().map(Some),
+        })
+        .collect();
+    let values = values.ok_or_else(|| ArrowError::InvalidArgumentError("a count does not fit a BIGINT".into()))?;
+    Ok(Arc::new(values.into_iter().collect::<Int64Array>()))
 }
 fn flag(values: impl Iterator<Item = Option<bool>>) -> ArrayRef {
     Arc::new(values.collect::<BooleanArray>())
@@ -64,15 +73,15 @@ pub fn jobs(batch_of: &[JobRecord], backend_id: BackendId) -> Result<RecordBatch
         ("response_time_ms", double(j().map(|j| Some(ms(j.total))))),
         ("time_to_first_token_ms", double(j().map(|j| j.ttft.map(ms)))),
         ("overhead_ms", double(j().map(|j| Some(ms(j.overhead))))),
-        ("prompt_tokens", bigint(j().map(|j| j.prompt_tokens))),
-        ("completion_tokens", bigint(j().map(|j| j.completion_tokens))),
+        ("prompt_tokens", bigint(j().map(|j| j.prompt_tokens))?),
+        ("completion_tokens", bigint(j().map(|j| j.completion_tokens))?),
         ("cost_cents", double(j().map(|j| j.cost_cents))),
         ("cache_hit", flag(j().map(|j| Some(j.cache_hit)))),
         ("error_message", text(j().map(|j| j.error.as_deref()))),
         ("prompt", text(j().map(|j| j.prompt.as_deref()))),
         ("response", text(j().map(|j| j.response.as_deref()))),
-        ("cached_tokens", bigint(j().map(|j| j.cached_tokens))),
-        ("reasoning_tokens", bigint(j().map(|j| j.reasoning_tokens))),
+        ("cached_tokens", bigint(j().map(|j| j.cached_tokens))?),
+        ("reasoning_tokens", bigint(j().map(|j| j.reasoning_tokens))?),
         ("key_name", text(j().map(|j| j.key_name.as_deref()))),
         ("team", text(j().map(|j| j.team.as_deref()))),
         ("client", text(j().map(|j| j.client.as_deref()))),
@@ -96,7 +105,7 @@ pub fn attempts(batch_of: &[JobRecord], first_id: i64, backend_id: BackendId) ->
         ("time_to_first_token_ms", double(r().map(|(_, _, a)| a.ttft.map(ms)))),
         ("quality_score", double(r().map(|_| None))),
         ("cost_cents", double(r().map(|(_, _, a)| a.cost_cents))),
-        ("token_count", bigint(r().map(|(_, _, a)| a.tokens))),
+        ("token_count", bigint(r().map(|(_, _, a)| a.tokens))?),
         ("job_type", text(r().map(|(j, _, _)| j.job_type))),
         ("job_complexity", double(r().map(|(j, _, _)| j.complexity))),
         ("model_used", text(r().map(|(_, _, a)| Some(a.model.as_str())))),

@@ -519,4 +519,18 @@ mod tests {
         // The ids go on from where the batch left them.
         assert_eq!((w.next_attempt_id, w.next_selection_id), (3, 2));
     }
+
+    #[test]
+    fn a_count_past_bigint_loses_only_its_own_job() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate_to(&conn, super::super::schema::latest()).unwrap();
+        let lost = Arc::new(AtomicU64::new(0));
+        let mut w = Writer::new(conn, Arc::default(), lost.clone(), Arc::new(WriterPriority::new(64))).unwrap();
+        let job = |id: &str, tokens: u64| JobRecord { request_id: id.into(), at: at(1), prompt_tokens: Some(tokens), ..JobRecord::default() };
+        w.jobs = vec![job("fits", 12), job("huge", u64::MAX), job("fits too", i64::MAX as u64)];
+        w.flush();
+        let kept = rows(&w.conn, "jobs", "id").into_iter().map(|r| (r[0].clone().unwrap(), r[16].clone().unwrap())).collect::<Vec<_>>();
+        assert_eq!(kept, vec![("fits".to_string(), "12".to_string()), ("fits too".to_string(), i64::MAX.to_string())]);
+        assert_eq!(lost.load(Ordering::Relaxed), 1);
+    }
 }
