@@ -6,7 +6,7 @@
 //! The arrays are in the tables' column order (`schema.rs`), with the tables' types:
 //! VARCHAR = Utf8, TIMESTAMP = Timestamp(µs), DOUBLE = Float64, INTEGER = Int32, BIGINT = Int64.
 
-use super::record::{micros, ms, JobRecord, SelectionRecord};
+use super::record::{micros_or_now, ms, JobRecord, SelectionRecord};
 use duckdb::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use duckdb::arrow::error::ArrowError;
 use duckdb::arrow::record_batch::RecordBatch;
@@ -42,7 +42,7 @@ fn flag(values: impl Iterator<Item = Option<bool>>) -> ArrayRef {
 }
 /// A moment not recorded is written as now, as the row-by-row appender did.
 fn time(values: impl Iterator<Item = Option<SystemTime>>) -> ArrayRef {
-    Arc::new(values.map(|at| Some(micros(at.unwrap_or_else(SystemTime::now)))).collect::<TimestampMicrosecondArray>())
+    Arc::new(values.map(|at| Some(micros_or_now(at))).collect::<TimestampMicrosecondArray>())
 }
 /// Sequential ids from `first`.
 fn ids(first: i64, count: usize) -> ArrayRef {

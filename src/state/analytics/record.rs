@@ -132,6 +132,11 @@ pub fn micros(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// A moment not recorded is written as now.
+pub fn micros_or_now(at: Option<SystemTime>) -> i64 {
+    micros(at.unwrap_or_else(SystemTime::now))
+}
+
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -5,7 +5,7 @@
 use super::columns;
 use super::priority::WriterPriority;
 use super::query;
-use super::record::{micros, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
+use super::record::{micros_or_now, BackendRecord, ComparisonRecord, FeedbackRecord, JobRecord};
 use super::Event;
 use crate::state::learn::rating_quality;
 use duckdb::types::{TimeUnit, Value};
@@ -237,21 +237,22 @@ impl Writer {
         let jobs = columns::jobs(batch, &backend_id).map_err(arrow_failed)?;
         let attempts = columns::attempts(batch, self.next_attempt_id, &backend_id).map_err(arrow_failed)?;
         let selections = columns::selections(batch, self.next_selection_id, &backend_id).map_err(arrow_failed)?;
-        let mut rows = 0u64;
-        for (table, columns) in [("jobs", Some(jobs)), ("backend_performance", attempts), ("backend_selection_history", selections)] {
-            let Some(columns) = columns else { continue };
-            let count = columns.num_rows();
-            let mut app = self.conn.appender(table)?;
-            app.append_record_batch(columns)?;
-            app.flush()?;
-            rows += count as u64;
-            match table {
-                "backend_performance" => self.next_attempt_id += count as i64,
-                "backend_selection_history" => self.next_selection_id += count as i64,
-                _ => {}
-            }
-        }
-        Ok(rows)
+        let jobs = self.append_columns("jobs", Some(jobs))?;
+        let attempts = self.append_columns("backend_performance", attempts)?;
+        let decisions = self.append_columns("backend_selection_history", selections)?;
+        self.next_attempt_id += attempts as i64;
+        self.next_selection_id += decisions as i64;
+        Ok((jobs + attempts + decisions) as u64)
+    }
+
+    /// One table's rows, if any; returns how many.
+    fn append_columns(&self, table: &str, columns: Option<duckdb::arrow::record_batch::RecordBatch>) -> duckdb::Result<usize> {
+        let Some(columns) = columns else { return Ok(0) };
+        let count = columns.num_rows();
+        let mut app = self.conn.appender(table)?;
+        app.append_record_batch(columns)?;
+        app.flush()?;
+        Ok(count)
     }
 
     fn feedback(&self, ratings: &[FeedbackRecord]) -> duckdb::Result<()> {
@@ -361,7 +362,7 @@ fn arrow_failed(e: duckdb::arrow::error::ArrowError) -> duckdb::Error {
 }
 
 fn timestamp(at: Option<SystemTime>) -> Value {
-    Value::Timestamp(TimeUnit::Microsecond, micros(at.unwrap_or_else(SystemTime::now)))
+    Value::Timestamp(TimeUnit::Microsecond, micros_or_now(at))
 }
 
 /// A time kept in whole seconds since the epoch, as a TIMESTAMP.
@@ -392,7 +393,14 @@ mod tests {
         Some(SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
     }
 
-    /// Every column of one table's rows as text (NULL as None), in order of `id`.
+    fn in_memory_writer(lost: Arc<AtomicU64>) -> Writer {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate_to(&conn, super::super::schema::latest()).unwrap();
+        conn.execute_batch("INSERT INTO backends (name, backend_type, config) VALUES ('home', 'local', '{}'), ('cloud', 'openai', '{}')").unwrap();
+        Writer::new(conn, Arc::default(), lost, Arc::new(WriterPriority::new(64))).unwrap()
+    }
+
+    /// Every column of one table's rows as text (NULL as None), sorted by `order`.
     fn rows(conn: &Connection, table: &str, order: &str) -> Vec<Vec<Option<String>>> {
         let mut stmt = conn.prepare(&format!("SELECT COLUMNS(*)::VARCHAR FROM {table} ORDER BY {order}")).unwrap();
         let mut out = Vec::new();
@@ -410,10 +418,7 @@ mod tests {
 
     #[test]
     fn every_column_of_the_per_request_tables_lands_where_the_schema_says() {
-        let conn = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate_to(&conn, super::super::schema::latest()).unwrap();
-        conn.execute_batch("INSERT INTO backends (name, backend_type, config) VALUES ('home', 'local', '{}'), ('cloud', 'openai', '{}')").unwrap();
-        let mut w = Writer::new(conn, Arc::default(), Arc::default(), Arc::new(WriterPriority::new(64))).unwrap();
+        let mut w = in_memory_writer(Arc::default());
         let full = JobRecord {
             request_id: "req_full".into(),
             at: at(1_700_000_000_123_456),
@@ -522,10 +527,8 @@ mod tests {
 
     #[test]
     fn a_count_past_bigint_loses_only_its_own_job() {
-        let conn = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate_to(&conn, super::super::schema::latest()).unwrap();
         let lost = Arc::new(AtomicU64::new(0));
-        let mut w = Writer::new(conn, Arc::default(), lost.clone(), Arc::new(WriterPriority::new(64))).unwrap();
+        let mut w = in_memory_writer(lost.clone());
         let job = |id: &str, tokens: u64| JobRecord { request_id: id.into(), at: at(1), prompt_tokens: Some(tokens), ..JobRecord::default() };
         w.jobs = vec![job("fits", 12), job("huge", u64::MAX), job("fits too", i64::MAX as u64)];
         w.flush();
