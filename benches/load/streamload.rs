@@ -10,6 +10,9 @@
 //!
 //! Results are one line of `key=value` pairs on stdout, in microseconds. LOADGEN_DOOR=responses
 //! or messages makes `ttft` stream through Hermes's Responses or Messages door instead of chat.
+//! The peers measured beside Hermes want their own request: LOADGEN_PATH is where chat lives
+//! (TensorZero: /openai/v1/chat/completions), LOADGEN_MODEL what the model is called there, and
+//! LOADGEN_HEADERS extra header lines separated by `|` (LiteLLM's key, Portkey's provider).
 
 // A measuring tool: a failed write or bind ends the run with its reason.
 #![allow(clippy::expect_used)]
@@ -21,14 +24,23 @@ use tokio::net::{TcpListener, TcpStream};
 const BODY: &str = r#"{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}"#;
 const STREAM_BODY: &str = r#"{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"Say hello in one word."}]}"#;
 
-/// LOADGEN_AUTH, when set, goes out as a bearer key (the LiteLLM proxy insists on one).
 fn request(host: &str, body: &str) -> Vec<u8> {
-    request_to(host, "/v1/chat/completions", body)
+    let path = std::env::var("LOADGEN_PATH").unwrap_or_else(|_| "/v1/chat/completions".into());
+    request_to(host, &path, body)
 }
 
 fn request_to(host: &str, path: &str, body: &str) -> Vec<u8> {
-    let auth = std::env::var("LOADGEN_AUTH").map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    let body = match std::env::var("LOADGEN_MODEL") {
+        Ok(model) => body.replacen(r#""model":"bench-model""#, &format!(r#""model":"{model}""#), 1),
+        Err(_) => body.to_owned(),
+    };
+    let extra: String = std::env::var("LOADGEN_HEADERS")
+        .unwrap_or_default()
+        .split('|')
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| format!("{}\r\n", line.trim()))
+        .collect();
+    format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// The streamed request of the door LOADGEN_DOOR names, asking the same of the model.

@@ -1,4 +1,5 @@
-"""wrk --latency output -> "rps p50 p99 non2xx" (µs), for the load scripts."""
+"""wrk --latency output -> "rps p50 p99 non2xx" (µs), for the load scripts; with --p999, a fifth
+field from the "p999_us N" line a wrk script's done() prints (wrk's table stops at 99%)."""
 import re, sys
 text = open(sys.argv[1]).read()
 def us(v):
@@ -12,4 +13,7 @@ p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
 p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {p50:.0f} {p99:.0f} {non2xx.group(1) if non2xx else 0}")
+line = f"{rps:.0f} {p50:.0f} {p99:.0f} {non2xx.group(1) if non2xx else 0}"
+if "--p999" in sys.argv[2:]:
+    line += " " + re.search(r"^p999_us (\d+)", text, re.M).group(1)
+print(line)
