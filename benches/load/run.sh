@@ -322,14 +322,13 @@ echo "Held: ${HELD} s at ${HELD_RATE} req/s open loop over 16 connections, Herme
 printf "| target | achieved req/s | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | failed |\n|---|---|---|---|---|---|---|---|---|\n"
 open_row "direct upstream" "$HELD_RATE" "$HELD"
 open_row "nginx proxy_pass" "$HELD_RATE" "$HELD" $OPEN_QUANTILES
-written=$(metric_sum "$HM" hermes_analytics_rows_written_total); dropped=$(metric_sum "$HM" hermes_analytics_dropped_total)
+dropped=$(metric_sum "$HM" hermes_analytics_dropped_total)
 ( while kill -0 "$HPID" 2>/dev/null; do awk '/VmRSS/ {printf "%d ", $2/1024}' "/proc/$HPID/status"; sleep 5; done ) > "$work/held.rss" & sampler=$!
 open_row hermes "$HELD_RATE" "$HELD" $OPEN_QUANTILES
 kill "$sampler" 2>/dev/null || true
 quiet "$HPID"
 echo
-# Every request is one job row, one attempt row and one routing decision row.
-echo "Hermes over the held run: RSS every 5 s (MB): $(cat "$work/held.rss"); analytics rows written $(( $(metric_sum "$HM" hermes_analytics_rows_written_total) - written )) for $OPEN_REQUESTS requests answered (three rows each), dropped $(( $(metric_sum "$HM" hermes_analytics_dropped_total) - dropped )), still queued $(metric_sum "$HM" hermes_analytics_queue_depth)"
+echo "Hermes over the held run: RSS every 5 s (MB): $(cat "$work/held.rss"); $OPEN_REQUESTS requests answered, analytics records dropped $(( $(metric_sum "$HM" hermes_analytics_dropped_total) - dropped ))"
 
 # A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams.
 gateway slow "$SLOW"; HSLOW=$GATEWAY_PORT; SPID=$GATEWAY_PID
@@ -346,3 +345,16 @@ peers_idle=""
 for p in "${!PEER_IDLE[@]}"; do peers_idle+="; $p idle ${PEER_IDLE[$p]}"; done
 echo
 echo "Memory: hermes idle $IDLE_RSS, after the runs above $AFTER_RSS; a fresh gateway idle $SLOW_IDLE, holding $STREAMS streams $((peak / 1024)) MB at the peak ($(tail -1 "$work/hold.out"))$peers_idle"
+
+# Nothing accepted is lost: every request the main gateway answered (its own counter) against
+# the jobs in its file once it has stopped and flushed (read with DuckDB's Python package, in a
+# venv under ~/.cache).
+answered=$(metric_sum "$HM" hermes_requests_total)
+kill -TERM "$HPID"; wait "$HPID" 2>/dev/null || true
+dvenv="$HOME/.cache/hermes-bench-duckdb"
+if "$dvenv/bin/python" -c 'import duckdb' 2>/dev/null || { python3 -m venv "$dvenv" && "$dvenv/bin/pip" install -q duckdb >"$work/pip-duckdb.log" 2>&1; }; then
+  jobs=$("$dvenv/bin/python" -c 'import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).execute("select count(*) from jobs").fetchone()[0])' "$work/main.duckdb")
+  echo "Analytics: the main gateway answered $answered requests over the whole run; its file holds $jobs jobs after it stopped"
+else
+  echo "Analytics: duckdb (PyPI) did not install here; the main gateway answered $answered requests"
+fi
