@@ -79,7 +79,7 @@ async fn read_body(session: &mut Session, limit: usize, within: Duration) -> Res
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
     loop {
-        let Ok(read) = tokio::time::timeout_at(deadline, session.read_request_body()).await else {
+        let Ok(read) = crate::pipeline::timer::until(deadline, session.read_request_body()).await else {
             session.set_keepalive(None);
             return Err(ApiError::request_timeout(within));
         };

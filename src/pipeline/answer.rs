@@ -56,7 +56,7 @@ pub fn response_head(gateway: &Gateway, ex: &Exchange, status: u16) -> Head {
 pub async fn send_whole<D: Downstream>(down: &mut D, ex: &mut Exchange, mut head: Head, body: Bytes) {
     ex.status = head.status;
     head.set("content-length", body.len().to_string());
-    let written = tokio::time::timeout(ex.send_timeout, down.write_head(head, body, true)).await;
+    let written = super::timer::within(ex.send_timeout, down.write_head(head, body, true)).await;
     if !matches!(written, Ok(true)) {
         ex.abandoned = true;
     }

@@ -6,6 +6,7 @@ use super::admit::{authorize, client_limit, client_of, hint, hints};
 use super::answer::{response_head, send_error, send_whole};
 use super::exchange::Exchange;
 use super::relay::{relay_answer, Received, Relay, CLIENT_CLOSED};
+use super::timer::until as timeout_at;
 use super::Downstream;
 use crate::backends::reply::{AttemptError, Reply};
 use crate::backends::sse::SseScanner;
@@ -24,7 +25,6 @@ use futures_util::StreamExt;
 use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::time::timeout_at;
 
 /// An API call (chat completions, embeddings, responses, messages): the answer, or the error,
 /// in the shape of the door it came in by.

@@ -3,7 +3,7 @@
 //! tokens and budget), [`attempt`] (read and check the body,
 //! classify, plan, then try backends in order, failing over before the first byte), [`relay`]
 //! (the winning answer, whole or streamed), [`record`] (metrics, the learner, the analytics
-//! file), [`traced`] (the request's spans, when traces are exported). [`exchange`] is the story of one request as it goes; [`answer`] writes Hermes's own
+//! file), [`traced`] (the request's spans, when traces are exported), [`timer`] (their timeouts, on pingora's shared timer). [`exchange`] is the story of one request as it goes; [`answer`] writes Hermes's own
 //! answers. The client's side is a [`Downstream`]: the edge implements it on pingora's session.
 
 pub mod admit;
@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod keyed;
 pub mod record;
 pub mod relay;
+pub mod timer;
 pub mod traced;
 
 use crate::error::ApiError;

@@ -4,6 +4,7 @@
 
 use super::answer::{response_head, send_error, send_whole};
 use super::exchange::Exchange;
+use super::timer::within as timeout;
 use super::{Downstream, Head};
 use crate::backends::reply::Reply;
 use crate::backends::sse::{usage_from_json, SseScanner};
@@ -17,7 +18,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::timeout;
 
 /// What the relay of a winning answer needs beyond the answer itself.
 pub struct Relay {
@@ -211,7 +211,7 @@ async fn relay_stream<D: Downstream>(
     let broke = loop {
         // A client that left is seen at the next write (and one that stops reading, at the
         // send timeout): no read of the client's socket per chunk on this path.
-        let next = tokio::time::timeout(idle, reply.body.next()).await;
+        let next = timeout(idle, reply.body.next()).await;
         match next {
             Ok(Some(Ok(chunk))) => {
                 scanner.feed(&chunk);
