@@ -6,7 +6,7 @@ use super::admit::{authorize, client_limit, client_of, hint, hints};
 use super::answer::{response_head, send_error, send_whole};
 use super::exchange::Exchange;
 use super::relay::{relay_answer, Received, Relay, CLIENT_CLOSED};
-use super::timer::until as timeout_at;
+use super::timer;
 use super::Downstream;
 use crate::backends::reply::{AttemptError, Reply};
 use crate::backends::sse::SseScanner;
@@ -227,7 +227,7 @@ async fn forward<D: Downstream>(gateway: &Arc<Gateway>, down: &mut D, ex: &mut E
         // A shadow comparison and HERMES_LOG_CONTENT need the streamed answer's text.
         let wants_text = relay.shadow.is_some() || gateway.config.log_content;
         let attempt = async {
-            match timeout_at(deadline, backend.send(call)).await {
+            match timer::until(deadline, backend.send(call)).await {
                 Err(_) if deadline == own_deadline => {
                     Err(mark_failed(gateway, candidate.backend, Failure::new(Reason::Timeout, format!("timed out after {}s", cfg.timeout.as_secs_f64()))))
                 }
@@ -372,7 +372,7 @@ async fn receive(
         if let Some(wait) = retry_after {
             gateway.health.rest(backend, wait);
         }
-        let excerpt = match timeout_at(deadline, reply.bytes_within(EXCERPT_BYTES)).await {
+        let excerpt = match timer::until(deadline, reply.bytes_within(EXCERPT_BYTES)).await {
             Ok(Ok(body)) => upstream_message(&body),
             _ => String::new(),
         };
@@ -394,7 +394,7 @@ async fn receive(
         }
         let (mut held, mut size) = (Vec::new(), 0);
         while scanner.data_events == 0 {
-            match timeout_at(deadline, reply.body.next()).await {
+            match timer::until(deadline, reply.body.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     size += chunk.len();
                     if size > limit {
@@ -414,7 +414,7 @@ async fn receive(
         gateway.record_outcome(backend, true);
         return Ok(Received::Stream { reply, held, scanner });
     }
-    match timeout_at(deadline, reply.bytes()).await {
+    match timer::until(deadline, reply.bytes()).await {
         Ok(Ok(body)) => Ok(Received::Whole { status: reply.status, headers: std::mem::take(&mut reply.headers), body, native: reply.native }),
         Ok(Err(e)) => Err(mark_failed(gateway, backend, failure_of(&e))),
         Err(_) => Err(mark_failed(gateway, backend, Failure::new(Reason::Timeout, "answer not complete before the timeout"))),

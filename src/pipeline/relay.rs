@@ -4,7 +4,7 @@
 
 use super::answer::{response_head, send_error, send_whole};
 use super::exchange::Exchange;
-use super::timer::within as timeout;
+use super::timer;
 use super::{Downstream, Head};
 use crate::backends::reply::Reply;
 use crate::backends::sse::{usage_from_json, SseScanner};
@@ -201,7 +201,7 @@ async fn relay_stream<D: Downstream>(
             first.extend_from_slice(&encoded(&mut encoder, out));
         }
     }
-    if !matches!(timeout(send_timeout, down.write_head(head, first.freeze(), false)).await, Ok(true)) {
+    if !matches!(timer::within(send_timeout, down.write_head(head, first.freeze(), false)).await, Ok(true)) {
         ex.status = CLIENT_CLOSED;
         ex.abandoned = true;
         return;
@@ -211,7 +211,7 @@ async fn relay_stream<D: Downstream>(
     let broke = loop {
         // A client that left is seen at the next write (and one that stops reading, at the
         // send timeout): no read of the client's socket per chunk on this path.
-        let next = timeout(idle, reply.body.next()).await;
+        let next = timer::within(idle, reply.body.next()).await;
         match next {
             Ok(Some(Ok(chunk))) => {
                 scanner.feed(&chunk);
@@ -267,7 +267,7 @@ async fn relay_stream<D: Downstream>(
     if gateway.config.log_content {
         ex.answer = scanner.text.take();
     }
-    let _ = timeout(send_timeout, down.write_body(None, true)).await;
+    let _ = timer::within(send_timeout, down.write_body(None, true)).await;
 }
 
 /// Whole chat events in the door's own events (OpenAI's pass as they are).
@@ -285,7 +285,7 @@ async fn write<D: Downstream>(down: &mut D, chunk: Bytes, within: Duration) -> b
     if chunk.is_empty() {
         return true;
     }
-    matches!(timeout(within, down.write_body(Some(chunk), false)).await, Ok(true))
+    matches!(timer::within(within, down.write_body(Some(chunk), false)).await, Ok(true))
 }
 
 /// Tokens and cost from the upstream's usage report.
