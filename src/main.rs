@@ -294,11 +294,25 @@ fn teams(command: TeamsCommand) -> Result<String, String> {
     }
 }
 
+/// Gives back to the system what start-up freed. mimalloc keeps a thread's freed pages for its
+/// reuse, and the classifier's first fit for a new build (seconds of work, then cached) left
+/// about 55 MB of them resident for the life of the process: a fresh install idled at 124 MB
+/// instead of 66 (`/proc/PID/status` 1-20 s after start).
+#[allow(unsafe_code)]
+fn release_start_up_memory() {
+    // SAFETY: mi_collect takes no pointer; it walks mimalloc's own structures and, with `true`,
+    // returns the pages that are free to the system.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> ExitCode {
-    hermes::ops::log_batch::init("info,pingora=warn,pingora_core=warn,pingora_proxy=warn");
+    hermes::ops::log_batch::init("info,pingora=warn,pingora_core=warn");
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(hermes::server::run),
+        Command::Serve(args) => args.load().and_then(|c| Live::start(c, args.sources())).and_then(|live| {
+            release_start_up_memory();
+            hermes::server::run(live)
+        }),
         Command::CheckConfig(args) => args.load().and_then(|c| {
             print!("{}", c.describe());
             hermes::state::traces::check()?;

@@ -2,12 +2,11 @@
 //! accepting, lets in-flight requests finish (at most HERMES_SHUTDOWN_GRACE_SECONDS) and exits 0
 //! as soon as they have (analytics flushed), rather than pingora's fixed upgrade grace period.
 
-use crate::edge::HermesProxy;
+use crate::edge::HermesApp;
 use crate::state::gateway::Live;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions, DEFAULT_L4_WRITE_BUFFER_SIZE};
-use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use std::sync::Arc;
@@ -33,7 +32,8 @@ pub fn run(live: Arc<Live>) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = http_proxy_service(&server.configuration, HermesProxy { live: live.clone() });
+    // Its worker threads are named after it (the first 15 bytes: "Hermes requests").
+    let mut service = pingora::services::listening::Service::new("Hermes requests".to_string(), HermesApp { live: live.clone() });
     // pingora reads each connection through a 64 KiB buffer unless told otherwise; requests and
     // their headers are a few KiB, and with thousands of streams open those buffers were most of
     // the gateway's memory. Larger bodies are read past this buffer, not through it.

@@ -180,6 +180,21 @@ fn unreadable_hints_and_repeated_keys_are_refused_before_anything_is_sent() {
 }
 
 #[test]
+fn a_head_that_is_not_http_and_a_connect_get_an_openai_error_and_the_gateway_stays_up() {
+    let remote = MockUpstream::start("remote", Mode::Ok { gap: Duration::ZERO });
+    let h = Hermes::start(&custom(&[("remote", remote.base_url())], &[]), &[]);
+    let (status, body) = raw_request(h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost x\r\nbad header\r\n\r\n");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["type"], "invalid_request_error", "{body}");
+    let (status, body) = raw_request(h.port, b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n");
+    assert_eq!(status, 405, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]["message"].as_str().unwrap().contains("CONNECT"), "{body}");
+    let chat = br#"{"model": "m", "messages": [{"role": "user", "content": "hello"}]}"#;
+    assert_eq!(raw_request(h.port, &post_raw("/v1/chat/completions", b"", chat)).0, 200, "the gateway still answers");
+    assert!(remote.calls().len() == 1, "only the good request reached the backend");
+}
+
+#[test]
 fn personal_data_in_embeddings_input_and_tool_arguments_stays_off_remote_backends() {
     let remote = MockUpstream::start("remote", Mode::Ok { gap: Duration::ZERO });
     let h = Hermes::start(&custom(&[("remote", remote.base_url())], &[]), &[]);

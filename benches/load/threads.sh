@@ -2,7 +2,7 @@
 # Where one request's CPU goes, by thread: this checkout's gateway serves the nginx `return 200`
 # upstream (non-streamed chat) to wrk at each connection count; around the run the CPU of every
 # thread (utime + stime from /proc/PID/task/*/stat) and its context switches are read, and printed
-# per completed request, grouped by thread name ("Pingora HTTP Pr" is the request path,
+# per completed request, grouped by thread name ("Hermes requests" is the request path,
 # "analytics" the DuckDB writer). PERF=1 also records a profile of the run (perf.data in $OUT).
 #
 #   CONNS="1 64" DURATION=8 benches/load/threads.sh

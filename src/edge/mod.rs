@@ -1,62 +1,97 @@
-//! The HTTP edge: pingora's hooks. Every request is answered from `request_filter`, so Hermes owns
-//! the attempt loop (failover, streaming, bodies of any size); [`routes`] sends each path to the
-//! pipeline or to an operator endpoint, and [`session`] is how the pipeline reads and writes.
-//! Nothing outside this folder names pingora's `Session`.
+//! The HTTP edge: pingora's HTTP/1 server hands Hermes each request's session, and Hermes answers
+//! it itself, so Hermes owns the attempt loop (failover, streaming, bodies of any size); [`routes`]
+//! sends each path to the pipeline or to an operator endpoint, and [`session`] is how the pipeline
+//! reads and writes. Nothing outside this folder names pingora's session.
+//!
+//! Why pingora's server app rather than its proxy (`pingora-proxy`): the proxy's machinery (a
+//! cache, compression and module contexts, its phase state machine) was built for every request
+//! and held for as long as a stream stayed open, and Hermes used none of it.
 
 pub mod routes;
 pub mod session;
 
+use crate::error::ApiError;
 use crate::pipeline::exchange::Exchange;
 use crate::state::gateway::Live;
 use async_trait::async_trait;
-use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 
-pub struct HermesProxy {
+pub struct HermesApp {
     pub live: Arc<Live>,
 }
 
 #[async_trait]
-impl ProxyHttp for HermesProxy {
-    type CTX = Exchange;
-
-    fn new_ctx(&self) -> Exchange {
-        Exchange::new()
-    }
-
-    async fn request_filter(&self, session: &mut Session, ex: &mut Exchange) -> Result<bool> {
+impl HttpServerApp for HermesApp {
+    async fn process_new_http(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        if !read_head(&mut session, shutdown).await {
+            return None;
+        }
+        if *shutdown.borrow() {
+            // Stopping: this answer is the connection's last.
+            session.set_keepalive(None);
+        }
         let gateway = self.live.current();
+        let mut ex = Exchange::new();
         ex.in_flight = Some(gateway.enter());
         ex.send_timeout = gateway.config.send_timeout;
         // pingora's own writes (the last chunk, a flush) are bounded too: a client that stopped
         // reading cannot hold the request after Hermes has let it go.
-        session.downstream_session.set_write_timeout(Some(gateway.config.send_timeout));
-        routes::handle(&gateway, &self.live, session, ex).await;
-        if ex.abandoned {
-            // pingora would finish the answer (a last chunk, a flush) with no bound on the wait:
-            // an error makes it drop the connection instead (see `fail_to_proxy`).
-            return Err(Error::explain(ErrorType::WriteError, "the client is gone or stopped reading"));
-        }
-        Ok(true)
-    }
-
-    async fn fail_to_proxy(&self, _session: &mut Session, _e: &Error, _ex: &mut Exchange) -> FailToProxy {
-        // Only an abandoned client gets here: nothing is written, the connection is not reused.
-        FailToProxy { error_code: 0, can_reuse_downstream: false }
-    }
-
-    fn suppress_error_log(&self, _session: &Session, ex: &Exchange, _e: &Error) -> bool {
-        ex.abandoned
-    }
-
-    async fn upstream_peer(&self, _session: &mut Session, _ex: &mut Exchange) -> Result<Box<HttpPeer>> {
-        // Never reached: request_filter answers every request.
-        Err(Error::new(ErrorType::InternalError))
-    }
-
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ex: &mut Exchange) {
+        session.set_write_timeout(Some(gateway.config.send_timeout));
+        routes::handle(&gateway, &self.live, &mut session, &mut ex).await;
         let head = session.req_header();
-        crate::pipeline::record::finish(ex, head.method.as_str(), head.uri.path());
+        crate::pipeline::record::finish(&mut ex, head.method.as_str(), head.uri.path());
+        if ex.abandoned {
+            // Finishing the answer (a last chunk, a flush) would wait on a client that is gone or
+            // stopped reading: the connection is dropped instead.
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        session.finish().await.ok().flatten().map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
     }
+}
+
+/// Reads the next request's head; false when there is none to answer: the client closed, the
+/// gateway is stopping while the connection waited idle, or the head was not HTTP (answered 400
+/// in OpenAI's shape, then closed).
+async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> bool {
+    let mut stopping = shutdown.clone();
+    let read = tokio::select! {
+        // Biased: a request already buffered is read before the stop is seen.
+        biased;
+        read = session.read_request() => read,
+        _ = stopping.wait_for(|stop| *stop) => return false,
+    };
+    match read {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            if matches!(e.etype, pingora::ErrorType::InvalidHTTPHeader) {
+                refuse(session, &ApiError::bad_request("The request is not valid HTTP/1.1.", None)).await;
+            }
+            session.shutdown().await;
+            return false;
+        }
+    }
+    if session.req_header().method == http::Method::CONNECT {
+        // CONNECT frames its body differently from every other method; it is refused and the
+        // connection closed rather than read on.
+        let err = ApiError::method_not_allowed("CONNECT", session.req_header().uri.path());
+        refuse(session, &err).await;
+        session.shutdown().await;
+        return false;
+    }
+    true
+}
+
+/// An error in OpenAI's shape on a connection that is closed after it (no door is known yet).
+async fn refuse(session: &mut ServerSession, err: &ApiError) {
+    let body = err.body();
+    let Ok(mut head) = pingora::http::ResponseHeader::build(err.status(), Some(3)) else { return };
+    let _ = head.insert_header("content-type", "application/json");
+    let _ = head.insert_header("content-length", body.len());
+    let _ = head.insert_header("connection", "close");
+    let _ = session.write_error_response(head, body).await;
 }

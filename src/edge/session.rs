@@ -5,11 +5,10 @@ use crate::error::ApiError;
 use crate::pipeline::{Downstream, Head};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::HttpTask;
-use pingora::proxy::Session;
+use pingora::protocols::http::{HttpTask, ServerSession};
 use std::time::Duration;
 
-impl Downstream for Session {
+impl Downstream for ServerSession {
     fn method(&self) -> &str {
         self.req_header().method.as_str()
     }
@@ -44,15 +43,15 @@ impl Downstream for Session {
         }
         if end {
             // With a Content-Length, pingora holds the head until the body's last byte is written.
-            return self.write_response_header(Box::new(h), false).await.is_ok() && self.write_response_body(Some(body), true).await.is_ok();
+            return self.write_response_header(Box::new(h)).await.is_ok() && self.write_response_body(body, true).await.is_ok();
         }
         // A stream's head would be flushed on its own (no Content-Length); handed over with the
         // first events, it goes out in their write (patches/pingora-core), one read for the client.
-        self.write_response_tasks(vec![HttpTask::Header(Box::new(h), false), HttpTask::Body(Some(body), false)]).await.is_ok()
+        self.response_duplex_vec(vec![HttpTask::Header(Box::new(h), false), HttpTask::Body(Some(body), false)]).await.is_ok()
     }
 
     async fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> bool {
-        self.write_response_body(chunk, end).await.is_ok()
+        self.write_response_body(chunk.unwrap_or_default(), end).await.is_ok()
     }
 
     fn close_after(&mut self) {
@@ -61,13 +60,13 @@ impl Downstream for Session {
 
     async fn gone(&mut self) {
         // The body is read by now, so a read ends only when the client closes.
-        while self.downstream_session.read_body_or_idle(true).await.is_ok() {}
+        while self.read_body_or_idle(true).await.is_ok() {}
     }
 }
 
 /// The request body, refused with 413 from Content-Length alone when it is too large.
 /// A client has `within` to send its whole body; one that trickles or stalls frees its slot.
-async fn read_body(session: &mut Session, limit: usize, within: Duration) -> Result<Bytes, ApiError> {
+async fn read_body(session: &mut ServerSession, limit: usize, within: Duration) -> Result<Bytes, ApiError> {
     let deadline = tokio::time::Instant::now() + within;
     let declared = session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
