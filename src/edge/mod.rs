@@ -70,8 +70,9 @@ async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> boo
         Err(e) => {
             if matches!(e.etype, pingora::ErrorType::InvalidHTTPHeader) {
                 refuse(session, &ApiError::bad_request("The request is not valid HTTP/1.1.", None)).await;
+            } else {
+                session.shutdown().await;
             }
-            session.shutdown().await;
             return false;
         }
     }
@@ -80,18 +81,19 @@ async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> boo
         // connection closed rather than read on.
         let err = ApiError::method_not_allowed("CONNECT", session.req_header().uri.path());
         refuse(session, &err).await;
-        session.shutdown().await;
         return false;
     }
     true
 }
 
-/// An error in OpenAI's shape on a connection that is closed after it (no door is known yet).
+/// An error in OpenAI's shape (no door is known yet), then the connection is closed:
+/// `write_error_response` turns keep-alive off, so pingora's head says `Connection: close`.
 async fn refuse(session: &mut ServerSession, err: &ApiError) {
     let body = err.body();
-    let Ok(mut head) = pingora::http::ResponseHeader::build(err.status(), Some(3)) else { return };
-    let _ = head.insert_header("content-type", "application/json");
-    let _ = head.insert_header("content-length", body.len());
-    let _ = head.insert_header("connection", "close");
-    let _ = session.write_error_response(head, body).await;
+    if let Ok(mut head) = pingora::http::ResponseHeader::build(err.status(), Some(4)) {
+        let _ = head.insert_header("content-type", "application/json");
+        let _ = head.insert_header("content-length", body.len());
+        let _ = session.write_error_response(head, body).await;
+    }
+    session.shutdown().await;
 }
