@@ -190,7 +190,9 @@ impl Upstream {
     ) -> Result<Reply, AttemptError> {
         let mut tries = 0;
         let http = loop {
-            let (mut stream, reused) = self.connector.get_stream(&*peer).await.map_err(|e| failure(&e))?;
+            // pingora's connect and read futures are boxed: they are kilobytes (TLS included), and
+            // this future is held by every request waiting for its answer's head.
+            let (mut stream, reused) = Box::pin(self.connector.get_stream(&*peer)).await.map_err(|e| failure(&e))?;
             match write_request(&mut stream, target, method, path, headers, body.as_ref()).await {
                 Ok(()) => {}
                 // A pooled connection the upstream closed meanwhile fails while the request is
@@ -205,7 +207,7 @@ impl Upstream {
             // Once the request is written, the upstream may have acted on it: a failure from here
             // on is this attempt's, seen and counted by failover, never sent again in secret.
             let mut http = HttpSession::new_with_options(stream, &*peer);
-            http.read_response().await.map_err(|e| failure(&e))?;
+            Box::pin(http.read_response()).await.map_err(|e| failure(&e))?;
             break http;
         };
         let head = http.resp_header().ok_or(AttemptError::Broken("no answer head".into()))?;

@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 pub struct HermesApp {
@@ -25,32 +27,56 @@ pub struct HermesApp {
 
 #[async_trait]
 impl HttpServerApp for HermesApp {
-    async fn process_new_http(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
-        if !read_head(&mut session, shutdown).await {
-            return None;
-        }
-        if *shutdown.borrow() {
-            // Stopping: this answer is the connection's last.
-            session.set_keepalive(None);
-        }
-        let gateway = self.live.current();
-        let mut ex = Exchange::new();
-        ex.in_flight = Some(gateway.enter());
-        ex.send_timeout = gateway.config.send_timeout;
-        // pingora's own writes (the last chunk, a flush) are bounded too: a client that stopped
-        // reading cannot hold the request after Hermes has let it go.
-        session.set_write_timeout(Some(gateway.config.send_timeout));
-        routes::handle(&gateway, &self.live, &mut session, &mut ex).await;
-        let head = session.req_header();
-        crate::pipeline::record::finish(&mut ex, head.method.as_str(), head.uri.path());
-        if ex.abandoned {
-            // Finishing the answer (a last chunk, a flush) would wait on a client that is gone or
-            // stopped reading: the connection is dropped instead.
-            return None;
-        }
-        let settings = HttpPersistentSettings::for_session(&session);
-        session.finish().await.ok().flatten().map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    // Written out rather than `async fn`: `#[async_trait]` boxes an `async move` block that
+    // holds its arguments and then the future they are moved into, the session twice. This
+    // boxes one future, which a held stream keeps for as long as it is open.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let live = &self.live;
+        Box::pin(async move {
+            if !answer(live, &mut session, shutdown).await {
+                return None;
+            }
+            let settings = HttpPersistentSettings::for_session(&session);
+            // Boxed: pingora's finish is kilobytes too.
+            Box::pin(session.finish()).await.ok().flatten().map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+        })
     }
+}
+
+/// One request on a connection: its head, its answer, its record. False when the connection
+/// is not to be reused (the client is gone, or there was no request to answer).
+async fn answer(live: &Live, session: &mut ServerSession, shutdown: &ShutdownWatch) -> bool {
+    // Boxed: pingora's read future is kilobytes, and unboxed this future would keep room for it
+    // while the answer streams.
+    if !Box::pin(read_head(session, shutdown)).await {
+        return false;
+    }
+    if *shutdown.borrow() {
+        // Stopping: this answer is the connection's last.
+        session.set_keepalive(None);
+    }
+    let gateway = live.current();
+    let mut ex = Exchange::new();
+    ex.in_flight = Some(gateway.enter());
+    ex.send_timeout = gateway.config.send_timeout;
+    // pingora's own writes (the last chunk, a flush) are bounded too: a client that stopped
+    // reading cannot hold the request after Hermes has let it go.
+    session.set_write_timeout(Some(gateway.config.send_timeout));
+    routes::handle(&gateway, live, session, &mut ex).await;
+    let head = session.req_header();
+    crate::pipeline::record::finish(&mut ex, head.method.as_str(), head.uri.path());
+    // Finishing the answer (a last chunk, a flush) would wait on a client that is gone or
+    // stopped reading: the connection is dropped instead.
+    !ex.abandoned
 }
 
 /// Reads the next request's head; false when there is none to answer: the client closed, the

@@ -46,11 +46,24 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         // Anthropic's clients read Anthropic's error shape, also for a wrong path or method here.
         ex.door = DoorKind::Messages;
     }
-    let answered: Result<Answer, ApiError> = match (method.as_str(), path.as_str()) {
-        ("POST", "/v1/chat/completions") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::OpenAi).await,
-        ("POST", "/v1/embeddings") => return attempt::serve(gateway, down, ex, Endpoint::Embeddings, DoorKind::OpenAi).await,
-        ("POST", "/v1/responses") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Responses).await,
-        ("POST", "/v1/messages") => return attempt::serve(gateway, down, ex, Endpoint::ChatCompletions, DoorKind::Messages).await,
+    let api = match (method.as_str(), path.as_str()) {
+        ("POST", "/v1/chat/completions") => Some((Endpoint::ChatCompletions, DoorKind::OpenAi)),
+        ("POST", "/v1/embeddings") => Some((Endpoint::Embeddings, DoorKind::OpenAi)),
+        ("POST", "/v1/responses") => Some((Endpoint::ChatCompletions, DoorKind::Responses)),
+        ("POST", "/v1/messages") => Some((Endpoint::ChatCompletions, DoorKind::Messages)),
+        _ => None,
+    };
+    match api {
+        Some((endpoint, door)) => attempt::serve(gateway, down, ex, endpoint, door).await,
+        // Boxed: the other endpoints' futures (Redis, exports) would otherwise set the size of
+        // every API call's future, held streams included.
+        None => Box::pin(own_endpoint(gateway, live, down, ex, &method, &path)).await,
+    }
+}
+
+/// Everything but the API calls: Hermes's own endpoints, and the 404s and 405s.
+async fn own_endpoint<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &mut D, ex: &mut Exchange, method: &str, path: &str) {
+    let answered: Result<Answer, ApiError> = match (method, path) {
         ("POST", "/v1/messages/count_tokens") => match admit::authorize(gateway, down).await {
             Ok(_) => match down.read_body(gateway.config.max_body_bytes, gateway.config.body_read_timeout).await {
                 Ok(raw) => crate::doors::openai::json_object(&raw).and_then(|b| crate::doors::messages::count_tokens(&b)).map(Answer::Json),
@@ -59,7 +72,7 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
             Err(e) => Err(e),
         },
         ("GET" | "DELETE", p) if p.starts_with("/v1/responses/") => match admit::authorize(gateway, down).await {
-            Ok(_) => stored_response(gateway, &method, &p["/v1/responses/".len()..], down.client_key()).map(Answer::Json),
+            Ok(_) => stored_response(gateway, method, &p["/v1/responses/".len()..], down.client_key()).map(Answer::Json),
             Err(e) => Err(e),
         },
         ("GET", "/health") => Ok(Answer::Json(admin::health(gateway))),
@@ -82,10 +95,10 @@ pub async fn handle<D: Downstream>(gateway: &Arc<Gateway>, live: &Live, down: &m
         | ("GET", "/admin/migration")
         | ("POST", "/admin/migration")
         | ("POST", "/admin/export")
-        | ("GET" | "POST", "/admin/keys" | "/admin/teams") => operator(gateway, live, down, &method, &path).await,
-        ("GET" | "DELETE", p) if p.starts_with("/admin/keys/") => operator(gateway, live, down, &method, &path).await,
-        (_, p) if PATHS.contains(&p) => Err(ApiError::method_not_allowed(&method, &path)),
-        _ => Err(ApiError::unknown_path(&method, &path)),
+        | ("GET" | "POST", "/admin/keys" | "/admin/teams") => operator(gateway, live, down, method, path).await,
+        ("GET" | "DELETE", p) if p.starts_with("/admin/keys/") => operator(gateway, live, down, method, path).await,
+        (_, p) if PATHS.contains(&p) => Err(ApiError::method_not_allowed(method, path)),
+        _ => Err(ApiError::unknown_path(method, path)),
     };
     match answered {
         Ok(Answer::Json(v)) => send_json(gateway, down, ex, 200, Bytes::from(v.to_string())).await,

@@ -6,6 +6,7 @@ use crate::pipeline::{Downstream, Head};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::{HttpTask, ServerSession};
+use std::future::Future;
 use std::time::Duration;
 
 impl Downstream for ServerSession {
@@ -25,43 +26,50 @@ impl Downstream for ServerSession {
         self.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
     }
 
-    async fn read_body(&mut self, limit: usize, within: Duration) -> Result<Bytes, ApiError> {
-        read_body(self, limit, within).await
+    // The futures below are boxed: pingora's reads and writes are kilobytes each, and unboxed
+    // they would sit inside the request's future, which a held stream keeps for as long as it
+    // is open. Boxed, that room is taken only while a write is under way.
+    fn read_body(&mut self, limit: usize, within: Duration) -> impl Future<Output = Result<Bytes, ApiError>> + Send {
+        Box::pin(read_body(self, limit, within))
     }
 
-    async fn write_head(&mut self, head: Head, body: Bytes, end: bool) -> bool {
-        let Ok(mut h) = ResponseHeader::build(head.status, Some(head.headers.len())) else { return false };
-        // A name is given once for all the values that follow it.
-        let mut last: Option<http::HeaderName> = None;
-        for (name, value) in head.headers {
-            if let Some(n) = name {
-                last = Some(n);
-            }
-            if let Some(n) = &last {
-                let _ = h.append_header(n.clone(), value);
-            }
-        }
-        if end {
-            // With a Content-Length, pingora holds the head until the body's last byte is written.
-            return self.write_response_header(Box::new(h)).await.is_ok() && self.write_response_body(body, true).await.is_ok();
-        }
-        // A stream's head would be flushed on its own (no Content-Length); handed over with the
-        // first events, it goes out in their write (patches/pingora-core), one read for the client.
-        self.response_duplex_vec(vec![HttpTask::Header(Box::new(h), false), HttpTask::Body(Some(body), false)]).await.is_ok()
+    fn write_head(&mut self, head: Head, body: Bytes, end: bool) -> impl Future<Output = bool> + Send {
+        Box::pin(write_head(self, head, body, end))
     }
 
-    async fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> bool {
-        self.write_response_body(chunk.unwrap_or_default(), end).await.is_ok()
+    fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> impl Future<Output = bool> + Send {
+        Box::pin(async move { self.write_response_body(chunk.unwrap_or_default(), end).await.is_ok() })
     }
 
     fn close_after(&mut self) {
         self.set_keepalive(None);
     }
 
-    async fn gone(&mut self) {
+    fn gone(&mut self) -> impl Future<Output = ()> + Send {
         // The body is read by now, so a read ends only when the client closes.
-        while self.read_body_or_idle(true).await.is_ok() {}
+        Box::pin(async move { while self.read_body_or_idle(true).await.is_ok() {} })
     }
+}
+
+async fn write_head(session: &mut ServerSession, head: Head, body: Bytes, end: bool) -> bool {
+    let Ok(mut h) = ResponseHeader::build(head.status, Some(head.headers.len())) else { return false };
+    // A name is given once for all the values that follow it.
+    let mut last: Option<http::HeaderName> = None;
+    for (name, value) in head.headers {
+        if let Some(n) = name {
+            last = Some(n);
+        }
+        if let Some(n) = &last {
+            let _ = h.append_header(n.clone(), value);
+        }
+    }
+    if end {
+        // With a Content-Length, pingora holds the head until the body's last byte is written.
+        return session.write_response_header(Box::new(h)).await.is_ok() && session.write_response_body(body, true).await.is_ok();
+    }
+    // A stream's head would be flushed on its own (no Content-Length); handed over with the
+    // first events, it goes out in their write (patches/pingora-core), one read for the client.
+    session.response_duplex_vec(vec![HttpTask::Header(Box::new(h), false), HttpTask::Body(Some(body), false)]).await.is_ok()
 }
 
 /// The request body, refused with 413 from Content-Length alone when it is too large.

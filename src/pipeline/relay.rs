@@ -15,11 +15,14 @@ use crate::ops::shadow::{answer_text, Primary};
 use crate::state::cache::CachedAnswer;
 use crate::state::gateway::Gateway;
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::StreamExt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What the relay of a winning answer needs beyond the answer itself.
+#[derive(Clone, Copy)]
 pub struct Relay {
     pub cache_key: Option<u64>,
     pub shadow: Option<usize>,
@@ -34,20 +37,23 @@ pub enum Received {
 }
 
 /// Relays what was received; the request is done whatever happens on the way to the client.
-pub async fn relay_answer<D: Downstream>(
-    gateway: &Arc<Gateway>,
-    down: &mut D,
-    ex: &mut Exchange,
-    request: &ApiRequest,
+/// A plain function choosing the future, not an `async fn` around them: that would keep room
+/// for what was received beside the relay it was moved into. A whole answer's relay is boxed,
+/// so a held stream does not keep room for it either.
+pub fn relay_answer<'a, D: Downstream>(
+    gateway: &'a Arc<Gateway>,
+    down: &'a mut D,
+    ex: &'a mut Exchange,
+    request: &'a ApiRequest,
     received: Received,
     backend: usize,
-    relay: &Relay,
-) {
+    relay: &'a Relay,
+) -> impl Future<Output = ()> + Send + 'a {
     match received {
-        Received::Stream { reply, held, scanner } => relay_stream(gateway, down, ex, request, reply, held, scanner, backend, relay).await,
+        Received::Stream { reply, held, scanner } => Either::Left(relay_stream(gateway, down, ex, request, reply, held, scanner, backend, relay)),
         Received::Whole { status, headers, body, native } => {
-            let relay = if native { &Relay { cache_key: None, shadow: relay.shadow } } else { relay };
-            relay_whole(gateway, down, ex, request, status, &headers, Answer { body, native }, backend, relay).await
+            let relay = if native { Relay { cache_key: None, shadow: relay.shadow } } else { *relay };
+            Either::Right(Box::pin(relay_whole(gateway, down, ex, request, status, headers, Answer { body, native }, backend, relay)))
         }
     }
 }
@@ -59,16 +65,16 @@ async fn relay_whole<D: Downstream>(
     ex: &mut Exchange,
     request: &ApiRequest,
     status: u16,
-    headers: &http::HeaderMap,
+    headers: http::HeaderMap,
     answer: Answer,
     backend: usize,
-    relay: &Relay,
+    relay: Relay,
 ) {
     let Answer { body, native } = answer;
     if !(200..300).contains(&status) {
         // The request's own fault (a 4xx): neutral for health; the body is kept in the door's shape.
         let body = door_shaped(ex.door, status, body);
-        let mut head = relay_head(gateway, ex, status, headers);
+        let mut head = relay_head(gateway, ex, status, &headers);
         head.set("content-type", "application/json");
         send_whole(down, ex, head, body).await;
         return;
@@ -95,7 +101,7 @@ async fn relay_whole<D: Downstream>(
             Err(e) => return send_error(gateway, down, ex, &e).await,
         },
     };
-    let mut head = relay_head(gateway, ex, status, headers);
+    let mut head = relay_head(gateway, ex, status, &headers);
     if let Some(cost) = ex.cost_cents {
         head.set("x-hermes-cost-cents", format!("{cost:.6}"));
     }

@@ -4,7 +4,13 @@
 //! pending unparked the worker parked in `epoll_wait` (an eventfd write, a wake-up and a context
 //! switch): at one connection that was once per request (perf, `syscalls:sys_enter_write`).
 //! These deadlines are seconds long, so firing up to 10 ms late costs nothing.
+//!
+//! Plain functions rather than `async fn`s: an `async fn` that only awaits a future made from
+//! its arguments keeps room for both, so each wrapper doubled the size of what it wrapped (a
+//! held stream keeps its futures for as long as it is open).
 
+use pingora_timeout::fast_timeout::FastOrTokioTimeout;
+use pingora_timeout::Timeout;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,11 +18,11 @@ use tokio::time::Instant;
 pub use pingora_timeout::Elapsed;
 
 /// `f`, unless `within` passes first.
-pub async fn within<F: Future>(within: Duration, f: F) -> Result<F::Output, Elapsed> {
-    pingora_timeout::fast_timeout::fast_timeout(within, f).await
+pub fn within<F: Future>(within: Duration, f: F) -> Timeout<F, FastOrTokioTimeout> {
+    pingora_timeout::fast_timeout::fast_timeout(within, f)
 }
 
-/// `f`, unless `deadline` passes first.
-pub async fn until<F: Future>(deadline: Instant, f: F) -> Result<F::Output, Elapsed> {
-    within(deadline.saturating_duration_since(Instant::now()), f).await
+/// `f`, unless `deadline` passes first (counted from now).
+pub fn until<F: Future>(deadline: Instant, f: F) -> Timeout<F, FastOrTokioTimeout> {
+    within(deadline.saturating_duration_since(Instant::now()), f)
 }

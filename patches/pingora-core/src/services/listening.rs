@@ -231,7 +231,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        // Boxed, and dropped before the connection is served: the handshake's
+                        // future (TLS included) is kilobytes, and as a temporary of the `match`
+                        // below it stayed in the task for as long as the connection was open.
+                        let handshake =
+                            timeout(Duration::from_secs(60), Box::pin(io.handshake())).await;
+                        match handshake {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
