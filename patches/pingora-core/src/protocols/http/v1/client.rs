@@ -305,7 +305,15 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        // Hermes's patch: the header values point into this buffer, so it lives
+                        // as long as the response. Most heads fill a fraction of the 4 KiB it was
+                        // read into; copied out, a streamed answer held open keeps only that.
+                        let read = std::mem::take(&mut self.response_header_read_buf);
+                        let buf = if read.capacity() >= 2 * read.len() {
+                            Bytes::copy_from_slice(&read)
+                        } else {
+                            read.freeze()
+                        };
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
