@@ -51,6 +51,7 @@ impl Downstream for ServerSession {
     }
 }
 
+/// The answer's head with the body's first bytes behind it; `end` when that is the whole body.
 async fn write_head(session: &mut ServerSession, head: Head, body: Bytes, end: bool) -> bool {
     let Ok(mut h) = ResponseHeader::build(head.status, Some(head.headers.len())) else { return false };
     // A name is given once for all the values that follow it.
