@@ -28,7 +28,7 @@ impl Downstream for ServerSession {
 
     // The futures below are boxed: pingora's reads and writes are kilobytes each, and unboxed
     // they would sit inside the request's future, which a held stream keeps for as long as it
-    // is open. Boxed, that room is taken only while a write is under way.
+    // is open. Boxed, that room is taken only while a read or a write is under way.
     fn read_body(&mut self, limit: usize, within: Duration) -> impl Future<Output = Result<Bytes, ApiError>> + Send {
         Box::pin(read_body(self, limit, within))
     }
@@ -37,8 +37,8 @@ impl Downstream for ServerSession {
         Box::pin(write_head(self, head, body, end))
     }
 
-    fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> impl Future<Output = bool> + Send {
-        Box::pin(async move { self.write_response_body(chunk.unwrap_or_default(), end).await.is_ok() })
+    fn write_body(&mut self, chunk: Bytes, end: bool) -> impl Future<Output = bool> + Send {
+        Box::pin(async move { self.write_response_body(chunk, end).await.is_ok() })
     }
 
     fn close_after(&mut self) {

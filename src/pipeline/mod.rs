@@ -54,8 +54,8 @@ pub trait Downstream: Send {
     /// The head and the body's first bytes, in one write; `end` when `body` is all of it.
     /// False when the client is gone.
     fn write_head(&mut self, head: Head, body: Bytes, end: bool) -> impl Future<Output = bool> + Send;
-    /// False when the client is gone.
-    fn write_body(&mut self, chunk: Option<Bytes>, end: bool) -> impl Future<Output = bool> + Send;
+    /// More of the body (empty with `end`, to close it); false when the client is gone.
+    fn write_body(&mut self, chunk: Bytes, end: bool) -> impl Future<Output = bool> + Send;
     /// The connection is not reused after this answer.
     fn close_after(&mut self);
     /// Resolves when the client has closed its connection (after its body was read).

@@ -273,7 +273,7 @@ async fn relay_stream<D: Downstream>(
     if gateway.config.log_content {
         ex.answer = scanner.text.take();
     }
-    let _ = timer::within(send_timeout, down.write_body(None, true)).await;
+    let _ = timer::within(send_timeout, down.write_body(Bytes::new(), true)).await;
 }
 
 /// Whole chat events in the door's own events (OpenAI's pass as they are).
@@ -291,7 +291,7 @@ async fn write<D: Downstream>(down: &mut D, chunk: Bytes, within: Duration) -> b
     if chunk.is_empty() {
         return true;
     }
-    matches!(timer::within(within, down.write_body(Some(chunk), false)).await, Ok(true))
+    matches!(timer::within(within, down.write_body(chunk, false)).await, Ok(true))
 }
 
 /// Tokens and cost from the upstream's usage report.
