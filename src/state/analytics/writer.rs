@@ -29,6 +29,9 @@ pub struct Writer {
     /// Ratings and corrections, written with the next batch: one UPDATE for all of them rather
     /// than a scan of `backend_performance` per rating.
     ratings: Vec<FeedbackRecord>,
+    /// Stored responses of the Responses API, written with the next batch: one auto-committed
+    /// INSERT each cost the writer about 2 ms of a core per response, on the cores the requests use.
+    responses: Vec<Arc<crate::state::responses::Stored>>,
     backend_ids: HashMap<String, i32>,
     next_attempt_id: i64,
     next_selection_id: i64,
@@ -42,8 +45,18 @@ impl Writer {
         let next = |table: &str| -> duckdb::Result<i64> { conn.query_row(&format!("SELECT coalesce(max(id), 0) + 1 FROM {table}"), [], |r| r.get(0)) };
         let next_attempt_id = next("backend_performance")?;
         let next_selection_id = next("backend_selection_history")?;
-        let mut w =
-            Writer { conn, jobs: Vec::new(), ratings: Vec::new(), backend_ids: HashMap::new(), next_attempt_id, next_selection_id, queued, lost, priority };
+        let mut w = Writer {
+            conn,
+            jobs: Vec::new(),
+            ratings: Vec::new(),
+            responses: Vec::new(),
+            backend_ids: HashMap::new(),
+            next_attempt_id,
+            next_selection_id,
+            queued,
+            lost,
+            priority,
+        };
         w.load_backend_ids()?;
         Ok(w)
     }
@@ -60,7 +73,7 @@ impl Writer {
                     Ok(event) => {
                         handled += 1;
                         self.handle(event);
-                        if self.jobs.len() >= BATCH_ROWS {
+                        if self.jobs.len() >= BATCH_ROWS || self.responses.len() >= BATCH_ROWS {
                             break false;
                         }
                     }
@@ -75,7 +88,8 @@ impl Writer {
                 self.flush();
                 return;
             }
-            if last_flush.elapsed() >= FLUSH_EVERY || self.jobs.len() >= BATCH_ROWS || self.ratings.len() >= BATCH_ROWS {
+            let full = [self.jobs.len(), self.ratings.len(), self.responses.len()].iter().any(|&n| n >= BATCH_ROWS);
+            if last_flush.elapsed() >= FLUSH_EVERY || full {
                 self.flush();
                 last_flush = Instant::now();
             }
@@ -119,23 +133,15 @@ impl Writer {
                 };
                 let _ = reply.send(found);
             }
-            Event::Response(s) => {
-                let at = at_second(s.created_at);
-                let written = self.conn.execute(
-                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                    params![s.id, s.owner, at, s.response.to_string(), serde_json::Value::Array(s.conversation.clone()).to_string()],
-                );
-                if let Err(e) = written {
-                    self.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    log::error!("analytics: stored response {} was not written: {e}", s.id);
-                }
-            }
+            Event::Response(s) => self.responses.push(s),
             Event::ResponseDeleted(id) => {
+                self.responses.retain(|s| s.id != id);
                 if let Err(e) = self.conn.execute("DELETE FROM responses WHERE id = ?", [&id]) {
                     log::error!("analytics: stored response {id} was not deleted: {e}");
                 }
             }
             Event::ForgetResponsesBefore(secs) => {
+                self.responses.retain(|s| s.created_at >= secs);
                 let before = at_second(secs);
                 if let Err(e) = self.conn.execute("DELETE FROM responses WHERE created_date < ?", params![before]) {
                     log::warn!("analytics: stored responses past retention not deleted: {e}");
@@ -179,6 +185,7 @@ impl Writer {
     /// the ratings that came meanwhile.
     pub fn flush(&mut self) {
         self.flush_jobs();
+        self.flush_responses();
         if !self.ratings.is_empty() {
             let ratings = std::mem::take(&mut self.ratings);
             if let Err(e) = self.feedback(&ratings) {
@@ -216,16 +223,46 @@ impl Writer {
         self.jobs = batch;
     }
 
-    /// The jobs in one transaction: all of them or none.
-    fn append_all(&mut self, batch: &[JobRecord]) -> duckdb::Result<u64> {
+    /// The waiting stored responses in one transaction; if DuckDB refuses it (an id already in
+    /// the file), one by one, each replacing the row of its id.
+    fn flush_responses(&mut self) {
+        if self.responses.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.responses);
+        let appended = self.in_transaction(|w| {
+            let mut app = w.conn.appender("responses")?;
+            for s in &batch {
+                app.append_row(response_row(s))?;
+            }
+            app.flush()
+        });
+        if appended.is_ok() {
+            return;
+        }
+        for s in &batch {
+            if let Err(e) = self.conn.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", response_row(s)) {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                log::error!("analytics: stored response {} was not written: {e}", s.id);
+            }
+        }
+    }
+
+    /// `write` in one transaction: all of it or none.
+    fn in_transaction<T>(&mut self, write: impl FnOnce(&mut Self) -> duckdb::Result<T>) -> duckdb::Result<T> {
         self.conn.execute_batch("BEGIN TRANSACTION")?;
-        match self.append(batch).and_then(|rows| self.conn.execute_batch("COMMIT").map(|()| rows)) {
-            Ok(rows) => Ok(rows),
+        match write(self).and_then(|done| self.conn.execute_batch("COMMIT").map(|()| done)) {
+            Ok(done) => Ok(done),
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(e)
             }
         }
+    }
+
+    /// The jobs in one transaction: all of them or none.
+    fn append_all(&mut self, batch: &[JobRecord]) -> duckdb::Result<u64> {
+        self.in_transaction(|w| w.append(batch))
     }
 
     fn lost(&self, request_id: &str, why: &str) {
@@ -259,13 +296,12 @@ impl Writer {
         Ok(count)
     }
 
-    fn feedback(&self, ratings: &[FeedbackRecord]) -> duckdb::Result<()> {
-        self.conn.execute_batch("BEGIN TRANSACTION")?;
-        let written = (|| {
-            self.conn.execute_batch("CREATE OR REPLACE TEMP TABLE rated (job_id VARCHAR, rating INTEGER, quality DOUBLE)")?;
-            let mut rated = self.conn.appender("rated")?;
-            let mut feedback = self.conn.appender("feedback")?;
-            let mut corrections = self.conn.appender("classifier_corrections")?;
+    fn feedback(&mut self, ratings: &[FeedbackRecord]) -> duckdb::Result<()> {
+        self.in_transaction(|w| {
+            w.conn.execute_batch("CREATE OR REPLACE TEMP TABLE rated (job_id VARCHAR, rating INTEGER, quality DOUBLE)")?;
+            let mut rated = w.conn.appender("rated")?;
+            let mut feedback = w.conn.appender("feedback")?;
+            let mut corrections = w.conn.appender("classifier_corrections")?;
             for f in ratings {
                 if let Some(rating) = f.rating {
                     rated.append_row(params![f.request_id, rating, rating_quality(rating)])?;
@@ -279,20 +315,13 @@ impl Writer {
             feedback.flush()?;
             corrections.flush()?;
             // The last rating of a job wins, as it would one UPDATE at a time.
-            self.conn.execute_batch(
+            w.conn.execute_batch(
                 "UPDATE backend_performance SET user_satisfaction = r.rating, quality_score = r.quality
                  FROM (SELECT job_id, arg_max(rating, rowid) AS rating, arg_max(quality, rowid) AS quality FROM rated GROUP BY job_id) r
                  WHERE backend_performance.job_id = r.job_id AND backend_performance.success;
                  DROP TABLE rated;",
             )
-        })();
-        match written {
-            Ok(()) => self.conn.execute_batch("COMMIT"),
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        })
     }
 
     fn comparisons(&self, rows: &[ComparisonRecord]) -> duckdb::Result<()> {
@@ -367,6 +396,12 @@ fn arrow_failed(e: duckdb::arrow::error::ArrowError) -> duckdb::Error {
 
 fn timestamp(at: Option<SystemTime>) -> Value {
     Value::Timestamp(TimeUnit::Microsecond, micros_or_now(at))
+}
+
+/// A stored response as the `responses` table's row.
+fn response_row(s: &crate::state::responses::Stored) -> [Value; 5] {
+    let conversation = serde_json::to_string(&s.conversation).unwrap_or_default();
+    [Value::Text(s.id.clone()), Value::Text(s.owner.clone()), at_second(s.created_at), Value::Text(s.response.to_string()), Value::Text(conversation)]
 }
 
 /// A time kept in whole seconds since the epoch, as a TIMESTAMP.
@@ -539,5 +574,37 @@ mod tests {
         let kept = rows(&w.conn, "jobs", "id").into_iter().map(|r| (r[0].clone().unwrap(), r[16].clone().unwrap())).collect::<Vec<_>>();
         assert_eq!(kept, vec![("fits".to_string(), "12".to_string()), ("fits too".to_string(), i64::MAX.to_string())]);
         assert_eq!(lost.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn stored_responses_wait_for_the_batch_and_a_later_one_replaces_its_id() {
+        let lost = Arc::new(AtomicU64::new(0));
+        let mut w = in_memory_writer(lost.clone());
+        let stored = |id: &str, created_at: u64, text: &str| {
+            Arc::new(crate::state::responses::Stored {
+                id: id.into(),
+                owner: "o".into(),
+                created_at,
+                response: serde_json::json!({ "text": text }),
+                conversation: vec![serde_json::json!({"role": "user", "content": text})],
+            })
+        };
+        let ids = |w: &Writer| rows(&w.conn, "responses", "id").into_iter().map(|r| (r[0].clone().unwrap(), r[3].clone().unwrap())).collect::<Vec<_>>();
+        w.handle(Event::Response(stored("resp_a", 2_000, "a")));
+        w.handle(Event::Response(stored("resp_gone", 2_000, "g")));
+        w.handle(Event::Response(stored("resp_old", 1_000, "o")));
+        assert!(ids(&w).is_empty(), "nothing is written before the batch");
+        w.handle(Event::ResponseDeleted("resp_gone".into()));
+        w.handle(Event::ForgetResponsesBefore(1_500));
+        w.flush();
+        assert_eq!(ids(&w), vec![("resp_a".to_string(), r#"{"text":"a"}"#.to_string())]);
+        // The same id again (a batch DuckDB refuses whole): written one by one, replacing.
+        w.handle(Event::Response(stored("resp_a", 2_001, "a2")));
+        w.handle(Event::Response(stored("resp_b", 2_001, "b")));
+        w.flush();
+        assert_eq!(ids(&w), vec![("resp_a".to_string(), r#"{"text":"a2"}"#.to_string()), ("resp_b".to_string(), r#"{"text":"b"}"#.to_string())]);
+        let conversation = rows(&w.conn, "responses", "id")[1][4].clone().unwrap();
+        assert_eq!(conversation, r#"[{"role":"user","content":"b"}]"#);
+        assert_eq!(lost.load(Ordering::Relaxed), 0);
     }
 }
