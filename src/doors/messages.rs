@@ -336,7 +336,7 @@ impl StreamEncoder {
     }
 
     fn event(&self, name: &str, data: Value, out: &mut Vec<u8>) {
-        super::named_event(name, data, out);
+        super::named_event(name, &data, out);
     }
 }
 

@@ -96,13 +96,62 @@ impl Door {
 
 /// One named SSE event whose JSON starts with its `type` (as OpenAI and Anthropic write theirs),
 /// then `data`'s fields in their order.
-fn named_event(name: &str, data: Value, out: &mut Vec<u8>) {
-    let mut ordered = Map::new();
-    ordered.insert("type".into(), Value::String(name.to_string()));
-    if let Value::Object(fields) = data {
-        ordered.extend(fields.into_iter().filter(|(k, _)| k != "type"));
+fn named_event(name: &str, data: &Value, out: &mut Vec<u8>) {
+    EventWriter::new(name, out).fields_of(data).end();
+}
+
+/// A named SSE event written straight into the answer's bytes, field by field: no JSON tree is
+/// built for it, nor text formatted and copied (the Responses door writes several per chunk).
+struct EventWriter<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'o> EventWriter<'o> {
+    /// `event: NAME`, then the data's JSON up to and including its `type`.
+    fn new(name: &str, out: &'o mut Vec<u8>) -> EventWriter<'o> {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":");
+        json_into(out, name);
+        EventWriter { out }
     }
-    out.extend_from_slice(format!("event: {name}\ndata: {}\n\n", Value::Object(ordered)).as_bytes());
+
+    fn field(mut self, key: &str, value: &(impl serde::Serialize + ?Sized)) -> Self {
+        self.key(key);
+        json_into(self.out, value);
+        self
+    }
+
+    /// A field whose value is JSON already.
+    fn raw(mut self, key: &str, json: &[u8]) -> Self {
+        self.key(key);
+        self.out.extend_from_slice(json);
+        self
+    }
+
+    /// Every field of a JSON object but its `type`.
+    fn fields_of(mut self, data: &Value) -> Self {
+        for (key, value) in data.as_object().into_iter().flatten().filter(|(k, _)| *k != "type") {
+            self = self.field(key, value);
+        }
+        self
+    }
+
+    fn key(&mut self, key: &str) {
+        self.out.push(b',');
+        json_into(self.out, key);
+        self.out.push(b':');
+    }
+
+    fn end(self) {
+        self.out.extend_from_slice(b"}\n\n");
+    }
+}
+
+/// `value` as JSON at the end of `out`. Writing into memory cannot fail, and these values
+/// (text, numbers, JSON trees with text keys) always serialize.
+fn json_into(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 /// `temperature` and `top_p` into the chat request as they are; `wrong(key)` when not a number.

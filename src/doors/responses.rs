@@ -3,6 +3,7 @@
 //! front), and the chat answer encoded back as a response object or its named stream events.
 
 use super::answer::{ChunkReader, Delta, Whole};
+use super::EventWriter;
 use crate::backends::sse::Usage;
 use crate::error::ApiError;
 use serde_json::{json, Map, Value};
@@ -279,25 +280,53 @@ fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str)
     json!({"id": id, "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments})
 }
 
+/// A response object: OpenAI's fields in its order, then the request's fields it repeats.
+#[derive(serde::Serialize)]
+struct ResponseObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    background: bool,
+    error: Option<Value>,
+    incomplete_details: Option<Value>,
+    model: &'a str,
+    output: &'a [Value],
+    store: bool,
+    /// Absent until known: the published schema has no null for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+    #[serde(flatten)]
+    echo: &'a Map<String, Value>,
+}
+
 impl Context {
     /// The response object: `status` in_progress while streaming, then completed or incomplete.
-    fn response(&self, model: &str, output: Vec<Value>, finish: Option<&str>, usage_of: Option<&Usage>) -> Value {
+    fn object<'a>(&'a self, model: &'a str, output: &'a [Value], finish: Option<&str>, usage_of: Option<&Usage>) -> ResponseObject<'a> {
         let status = match finish {
             None => "in_progress",
             Some("length") => "incomplete",
             Some(_) => "completed",
         };
-        let mut r = json!({"id": self.id, "object": "response", "created_at": self.created_at, "status": status, "background": false,
-                           "error": null, "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-                           "model": model, "output": output, "store": self.store});
-        // Absent until known: the published schema has no null for it.
-        if let Some(u) = usage_of {
-            r["usage"] = usage(u);
+        ResponseObject {
+            id: &self.id,
+            object: "response",
+            created_at: self.created_at,
+            status,
+            background: false,
+            error: None,
+            incomplete_details: (status == "incomplete").then(|| json!({"reason": "max_output_tokens"})),
+            model,
+            output,
+            store: self.store,
+            usage: usage_of.map(usage),
+            echo: &self.echo,
         }
-        for (k, v) in &self.echo {
-            r[k] = v.clone();
-        }
-        r
+    }
+
+    /// The response object as JSON, to be stored or changed.
+    fn response(&self, model: &str, output: &[Value], finish: Option<&str>, usage_of: Option<&Usage>) -> Value {
+        serde_json::to_value(self.object(model, output, finish, usage_of)).unwrap_or_default()
     }
 
     fn item_id(&self, prefix: &str, n: usize) -> String {
@@ -322,7 +351,7 @@ impl Context {
         for (i, (call_id, name, args)) in w.tool_calls.iter().enumerate() {
             output.push(call_item(&self.item_id("fc", i), call_id, name, args, "completed"));
         }
-        self.response(model, output, Some(&w.finish), Some(&w.usage))
+        self.response(model, &output, Some(&w.finish), Some(&w.usage))
     }
 
     /// The conversation to store with a finished response: everything before, then its output.
@@ -413,8 +442,16 @@ impl StreamEncoder {
                     let index = self.output.len();
                     if let Some(Open::Text { id, text }) = &mut self.open {
                         text.push_str(&t);
-                        let data = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []});
-                        self.event("response.output_text.delta", data, &mut out);
+                        let sequence = self.sequence;
+                        EventWriter::new("response.output_text.delta", &mut out)
+                            .field("item_id", id)
+                            .field("output_index", &index)
+                            .field("content_index", &0)
+                            .field("delta", &t)
+                            .raw("logprobs", b"[]")
+                            .field("sequence_number", &sequence)
+                            .end();
+                        self.sequence += 1;
                     }
                 }
                 Delta::ToolStart { index, id: call_id, name } => {
@@ -444,7 +481,7 @@ impl StreamEncoder {
                 Delta::Done => {
                     self.close(&mut out);
                     let finish = self.finish.clone().unwrap_or_else(|| "stop".into());
-                    let response = self.context.response(&self.model, self.output.clone(), Some(&finish), Some(&self.usage.unwrap_or_default()));
+                    let response = self.context.response(&self.model, &self.output, Some(&finish), Some(&self.usage.unwrap_or_default()));
                     let name = if response["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
                     self.event(name, json!({"response": response}), &mut out);
                     self.completed = Some(response);
@@ -459,7 +496,7 @@ impl StreamEncoder {
         let mut out = Vec::new();
         self.start(&mut out);
         self.event("error", json!({"code": err.code(), "message": err.message(), "param": null}), &mut out);
-        let mut response = self.context.response(&self.model, self.output.clone(), None, None);
+        let mut response = self.context.response(&self.model, &self.output, None, None);
         response["status"] = json!("failed");
         response["error"] = json!({"code": "server_error", "message": err.message()});
         self.event("response.failed", json!({"response": response}), &mut out);
@@ -469,9 +506,13 @@ impl StreamEncoder {
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            let response = self.context.response(&self.model, Vec::new(), None, None);
-            self.event("response.created", json!({"response": response}), out);
-            self.event("response.in_progress", json!({"response": response}), out);
+            // Written once, sent twice: the stream's first bytes are on the time to first token.
+            let mut response = Vec::with_capacity(1024);
+            super::json_into(&mut response, &self.context.object(&self.model, &[], None, None));
+            for name in ["response.created", "response.in_progress"] {
+                let sequence = self.next_sequence();
+                EventWriter::new(name, out).raw("response", &response).field("sequence_number", &sequence).end();
+            }
         }
     }
 
@@ -496,12 +537,14 @@ impl StreamEncoder {
         }
     }
 
-    fn event(&mut self, name: &str, mut data: Value, out: &mut Vec<u8>) {
-        if let Some(fields) = data.as_object_mut() {
-            fields.insert("sequence_number".into(), json!(self.sequence));
-        }
+    fn event(&mut self, name: &str, data: Value, out: &mut Vec<u8>) {
+        let sequence = self.next_sequence();
+        EventWriter::new(name, out).fields_of(&data).field("sequence_number", &sequence).end();
+    }
+
+    fn next_sequence(&mut self) -> u64 {
         self.sequence += 1;
-        super::named_event(name, data, out);
+        self.sequence - 1
     }
 }
 
