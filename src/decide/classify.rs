@@ -300,14 +300,18 @@ struct Reading {
 /// of a job type (`POST /feedback` with `job_type`) can be stored as a training example without
 /// keeping the prompt's text. Bounded by the features held, not by requests.
 pub struct Readings {
-    cache: quick_cache::sync::Cache<String, Arc<Features>, FeatureCount>,
+    cache: quick_cache::sync::Cache<String, Kept, FeatureCount>,
 }
 
 #[derive(Clone)]
 struct FeatureCount;
 
-impl quick_cache::Weighter<String, Arc<Features>> for FeatureCount {
-    fn weight(&self, _: &String, f: &Arc<Features>) -> u64 {
+/// A request's features as kept: exactly as many as it had (the buffer they were read into has
+/// room for a long prompt's, and was most of what each kept reading cost).
+type Kept = Arc<[(u32, f32)]>;
+
+impl quick_cache::Weighter<String, Kept> for FeatureCount {
+    fn weight(&self, _: &String, f: &Kept) -> u64 {
         f.len() as u64 + 1
     }
 }
@@ -322,11 +326,11 @@ impl Default for Readings {
 }
 
 impl Readings {
-    pub fn keep(&self, request_id: &str, features: Features) {
-        self.cache.insert(request_id.to_string(), Arc::new(features));
+    pub fn keep(&self, request_id: &str, features: &[(u32, f32)]) {
+        self.cache.insert(request_id.to_string(), Arc::from(features));
     }
 
-    pub fn get(&self, request_id: &str) -> Option<Arc<Features>> {
+    pub fn get(&self, request_id: &str) -> Option<Kept> {
         self.cache.get(request_id)
     }
 }

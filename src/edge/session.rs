@@ -53,7 +53,9 @@ impl Downstream for ServerSession {
 
 /// The answer's head with the body's first bytes behind it; `end` when that is the whole body.
 async fn write_head(session: &mut ServerSession, head: Head, body: Bytes, end: bool) -> bool {
-    let Ok(mut h) = ResponseHeader::build(head.status, Some(head.headers.len())) else { return false };
+    // No case map: pingora writes the names it knows in title case either way (Content-Type),
+    // the rest as given, and the map was a second header table kept for the answer's life.
+    let Ok(mut h) = ResponseHeader::build_no_case(head.status, Some(head.headers.len())) else { return false };
     // A name is given once for all the values that follow it.
     let mut last: Option<http::HeaderName> = None;
     for (name, value) in head.headers {

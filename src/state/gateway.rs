@@ -254,7 +254,7 @@ impl Gateway {
     pub fn classify(&self, request: &crate::doors::openai::ApiRequest, request_id: &str) -> Classification {
         let mut features = Vec::with_capacity(256);
         let c = self.classifier.classify_with(request, &mut features);
-        self.shared.readings.keep(request_id, features);
+        self.shared.readings.keep(request_id, &features);
         c
     }
 

@@ -362,6 +362,13 @@ impl HttpSession {
                             _ => Version::HTTP_09,
                         });
 
+                        // A short request (its head and the body read with it) is copied out of
+                        // its read buffer: the head lives as long as the request (its header
+                        // values point into it), and a held stream kept the whole buffer.
+                        if buf.len() <= buf.capacity() / 2 {
+                            buf = BytesMut::from(&buf[..]);
+                        }
+
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
                         // splitting the same allocation instead of copying the shrinking suffix.
