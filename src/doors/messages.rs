@@ -227,6 +227,14 @@ pub fn encode(chat: &Value, id: &str, model: &str) -> Value {
            "stop_reason": stop_reason(&w.finish), "stop_sequence": null, "usage": usage(&w.usage)})
 }
 
+/// A text delta as Anthropic writes it.
+#[derive(serde::Serialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
 /// What the stream's open content block is.
 #[derive(Clone, Copy, PartialEq)]
 enum Block {
@@ -269,11 +277,15 @@ impl StreamEncoder {
             self.start(&mut out);
             match delta {
                 Delta::Text(t) => {
-                    self.open_block(Block::Text, json!({"type": "text", "text": ""}), &mut out);
-                    self.event("content_block_delta", json!({"index": self.blocks - 1, "delta": {"type": "text_delta", "text": t}}), &mut out);
+                    self.open_block(Block::Text, || json!({"type": "text", "text": ""}), &mut out);
+                    // One per chunk of text: written field by field.
+                    super::EventWriter::new("content_block_delta", &mut out)
+                        .field("index", &(self.blocks - 1))
+                        .field("delta", &TextDelta { kind: "text_delta", text: &t })
+                        .end();
                 }
                 Delta::ToolStart { index, id, name } => {
-                    self.open_block(Block::Tool(index), json!({"type": "tool_use", "id": id, "name": name, "input": {}}), &mut out);
+                    self.open_block(Block::Tool(index), || json!({"type": "tool_use", "id": id, "name": name, "input": {}}), &mut out);
                 }
                 Delta::ToolArguments { index, fragment } => {
                     if self.open == Block::Tool(index) {
@@ -318,14 +330,15 @@ impl StreamEncoder {
         }
     }
 
-    fn open_block(&mut self, kind: Block, block: Value, out: &mut Vec<u8>) {
+    /// Opens a block of this kind unless it is the open one; `block` is its start's JSON.
+    fn open_block(&mut self, kind: Block, block: impl FnOnce() -> Value, out: &mut Vec<u8>) {
         if self.open == kind {
             return;
         }
         self.close_block(out);
         self.open = kind;
         self.blocks += 1;
-        self.event("content_block_start", json!({"index": self.blocks - 1, "content_block": block}), out);
+        self.event("content_block_start", json!({"index": self.blocks - 1, "content_block": block()}), out);
     }
 
     fn close_block(&mut self, out: &mut Vec<u8>) {

@@ -51,12 +51,11 @@ impl DoorKind {
 pub enum Door {
     #[default]
     OpenAi,
-    Responses(Box<responses::Context>),
+    /// Shared with the stream's encoder rather than copied into it: it holds the request's
+    /// echoed fields and the conversation so far.
+    Responses(std::sync::Arc<responses::Context>),
     /// The message id to answer with and the model the client asked for (Anthropic echoes it).
-    Messages {
-        id: String,
-        model: String,
-    },
+    Messages { id: String, model: String },
 }
 
 impl Door {
@@ -89,7 +88,7 @@ impl Door {
             Door::Messages { id, model: asked } => {
                 Some(StreamEncoder::Messages(Box::new(messages::StreamEncoder::new(id.clone(), shown(asked, model).to_string()))))
             }
-            Door::Responses(ctx) => Some(StreamEncoder::Responses(Box::new(responses::StreamEncoder::new((**ctx).clone(), model.to_string())))),
+            Door::Responses(ctx) => Some(StreamEncoder::Responses(Box::new(responses::StreamEncoder::new(ctx.clone(), model.to_string())))),
         }
     }
 }
@@ -250,7 +249,7 @@ pub fn decode(
                 Some(_) => return Err(ApiError::bad_request("Invalid type for 'previous_response_id': expected a string.", Some("previous_response_id"))),
             };
             let (chat, context) = responses::decode(&body, format!("resp_{id}"), before)?;
-            openai::checked(openai::Endpoint::ChatCompletions, chat, Door::Responses(Box::new(context)))
+            openai::checked(openai::Endpoint::ChatCompletions, chat, Door::Responses(std::sync::Arc::new(context)))
         }
     }
 }

@@ -387,7 +387,7 @@ enum Open {
 /// per output item `output_item.added`, its parts and deltas and their `.done` events, and
 /// `response.completed` with usage. Every event carries its `sequence_number`.
 pub struct StreamEncoder {
-    context: Context,
+    context: std::sync::Arc<Context>,
     model: String,
     reader: ChunkReader,
     sequence: u64,
@@ -402,7 +402,7 @@ pub struct StreamEncoder {
 }
 
 impl StreamEncoder {
-    pub fn new(context: Context, model: String) -> StreamEncoder {
+    pub fn new(context: std::sync::Arc<Context>, model: String) -> StreamEncoder {
         StreamEncoder {
             context,
             model,
@@ -584,7 +584,7 @@ mod tests {
     #[test]
     fn a_stream_has_the_documented_events_in_order() {
         let (_, ctx) = decode_json(json!({"model": "m", "input": "hi", "stream": true})).unwrap();
-        let mut enc = StreamEncoder::new(ctx, "m".into());
+        let mut enc = StreamEncoder::new(std::sync::Arc::new(ctx), "m".into());
         let chat = concat!(
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
