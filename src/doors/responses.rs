@@ -440,9 +440,10 @@ impl StreamEncoder {
                         self.open = Some(Open::Text { id, text: String::new() });
                     }
                     let index = self.output.len();
+                    let sequence = self.next_sequence();
                     if let Some(Open::Text { id, text }) = &mut self.open {
                         text.push_str(&t);
-                        let sequence = self.sequence;
+                        // One per chunk of text: written field by field.
                         EventWriter::new("response.output_text.delta", &mut out)
                             .field("item_id", id)
                             .field("output_index", &index)
@@ -451,7 +452,6 @@ impl StreamEncoder {
                             .raw("logprobs", b"[]")
                             .field("sequence_number", &sequence)
                             .end();
-                        self.sequence += 1;
                     }
                 }
                 Delta::ToolStart { index, id: call_id, name } => {
