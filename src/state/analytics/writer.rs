@@ -73,7 +73,7 @@ impl Writer {
                     Ok(event) => {
                         handled += 1;
                         self.handle(event);
-                        if self.jobs.len() >= BATCH_ROWS || self.responses.len() >= BATCH_ROWS {
+                        if self.batch_full() {
                             break false;
                         }
                     }
@@ -88,8 +88,7 @@ impl Writer {
                 self.flush();
                 return;
             }
-            let full = [self.jobs.len(), self.ratings.len(), self.responses.len()].iter().any(|&n| n >= BATCH_ROWS);
-            if last_flush.elapsed() >= FLUSH_EVERY || full {
+            if last_flush.elapsed() >= FLUSH_EVERY || self.batch_full() {
                 self.flush();
                 last_flush = Instant::now();
             }
@@ -97,6 +96,11 @@ impl Writer {
                 std::thread::sleep(POLL_EVERY);
             }
         }
+    }
+
+    /// Something waiting has reached a batch's size: it is written without waiting for the clock.
+    fn batch_full(&self) -> bool {
+        [self.jobs.len(), self.ratings.len(), self.responses.len()].iter().any(|&n| n >= BATCH_ROWS)
     }
 
     fn handle(&mut self, event: Event) {
