@@ -189,7 +189,7 @@ impl Upstream {
         body: Option<Bytes>,
     ) -> Result<Reply, AttemptError> {
         let mut tries = 0;
-        let http = loop {
+        let mut http = loop {
             // pingora's connect and read futures are boxed: they are kilobytes (TLS included), and
             // this future is held by every request waiting for its answer's head.
             let (mut stream, reused) = Box::pin(self.connector.get_stream(&*peer)).await.map_err(|e| failure(&e))?;
@@ -210,18 +210,21 @@ impl Upstream {
             Box::pin(http.read_response()).await.map_err(|e| failure(&e))?;
             break http;
         };
-        let head = http.resp_header().ok_or(AttemptError::Broken("no answer head".into()))?;
-        let (status, headers) = (head.status.as_u16(), head.headers.clone());
-        let body = futures_util::stream::unfold(Some((http, self.clone(), peer)), |state| async move {
-            let (mut http, upstream, peer) = state?;
+        let status = http.get_status().ok_or(AttemptError::Broken("no answer head".into()))?.as_u16();
+        // Moved out of the session (patches/pingora-core), not copied: held, it kept both.
+        let headers = http.take_resp_headers().unwrap_or_default();
+        // The session is boxed, and the reuse below too: the stream's future is sized by its
+        // largest state, and a held stream waits in the smallest (a read), so unboxed it kept
+        // room for two copies of the session and the reuse, 2 KB of every held stream.
+        let body = futures_util::stream::unfold(Some(Box::new((http, self.clone(), peer))), |state| async move {
+            let mut state = state?;
+            let (http, _, _) = &mut *state;
             match http.read_body_bytes().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), Some((http, upstream, peer)))),
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(state))),
                 Ok(None) => {
                     // Read to the end: the connection may serve the next request.
-                    http.respect_keepalive();
-                    if let Some(stream) = http.reuse().await {
-                        upstream.connector.release_stream(stream, peer.reuse_hash(), Some(IDLE_TIMEOUT));
-                    }
+                    let back = Box::pin(give_back(*state));
+                    back.await;
                     None
                 }
                 Err(e) => Some((Err(AttemptError::Broken(e.etype().as_str().to_string())), None)),
@@ -229,6 +232,14 @@ impl Upstream {
         })
         .filter(|chunk| std::future::ready(!matches!(chunk, Ok(b) if b.is_empty())));
         Ok(Reply { status, headers, body: Box::pin(body), limit: self.max_answer_bytes, native: false })
+    }
+}
+
+/// An answer read to its end: its connection goes back to the pool for the next request.
+async fn give_back((mut http, upstream, peer): (HttpSession, Arc<Upstream>, Arc<HttpPeer>)) {
+    http.respect_keepalive();
+    if let Some(stream) = http.reuse().await {
+        upstream.connector.release_stream(stream, peer.reuse_hash(), Some(IDLE_TIMEOUT));
     }
 }
 

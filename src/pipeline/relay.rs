@@ -181,99 +181,106 @@ fn relay_head(gateway: &Gateway, ex: &Exchange, status: u16, headers: &http::Hea
 /// parser sees a clean `error` event rather than one glued to half a line. After the first byte
 /// there is no failover: a break becomes that `error` event, so the client never mistakes a cut
 /// answer for a whole one.
-#[allow(clippy::too_many_arguments)]
-async fn relay_stream<D: Downstream>(
-    gateway: &Arc<Gateway>,
-    down: &mut D,
-    ex: &mut Exchange,
-    request: &ApiRequest,
+// A plain function around an `async move` block, not an `async fn`: that would move its
+// arguments into locals of its own and keep room for both, the reply and scanner twice in
+// every held stream.
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+fn relay_stream<'a, D: Downstream>(
+    gateway: &'a Arc<Gateway>,
+    down: &'a mut D,
+    ex: &'a mut Exchange,
+    request: &'a ApiRequest,
     mut reply: Reply,
     held: Vec<Bytes>,
     mut scanner: SseScanner,
     backend: usize,
-    relay: &Relay,
-) {
-    ex.status = reply.status;
-    let send_timeout = ex.send_timeout;
-    let mut head = relay_head(gateway, ex, reply.status, &reply.headers);
-    head.set("transfer-encoding", "chunked");
-    let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
-    // A native stream (Anthropic's own, for the Messages door) passes as it is.
-    let mut encoder = if reply.native { None } else { request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model)) };
-    // What arrived so far goes out with the head, in one write.
-    let mut first = bytes::BytesMut::new();
-    for chunk in held {
-        if let Some(out) = events.push(chunk) {
-            first.extend_from_slice(&encoded(&mut encoder, out));
+    relay: &'a Relay,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        ex.status = reply.status;
+        let send_timeout = ex.send_timeout;
+        let mut head = relay_head(gateway, ex, reply.status, &reply.headers);
+        // Read once, for the head: a held stream need not keep them.
+        drop(std::mem::take(&mut reply.headers));
+        head.set("transfer-encoding", "chunked");
+        let mut events = crate::backends::sse::WholeEvents::new(gateway.config.max_answer_bytes);
+        // A native stream (Anthropic's own, for the Messages door) passes as it is.
+        let mut encoder = if reply.native { None } else { request.door.stream_encoder(ex.model.as_deref().unwrap_or(&request.model)) };
+        // What arrived so far goes out with the head, in one write.
+        let mut first = bytes::BytesMut::new();
+        for chunk in held {
+            if let Some(out) = events.push(chunk) {
+                first.extend_from_slice(&encoded(&mut encoder, out));
+            }
         }
-    }
-    if !matches!(timer::within(send_timeout, down.write_head(head, first.freeze(), false)).await, Ok(true)) {
-        ex.status = CLIENT_CLOSED;
-        ex.abandoned = true;
-        return;
-    }
-    ex.ttft = Some(ex.started.elapsed());
-    let idle = gateway.config.backends[backend].timeout;
-    let broke = loop {
-        // A client that left is seen at the next write (and one that stops reading, at the
-        // send timeout): no read of the client's socket per chunk on this path.
-        let next = timer::within(idle, reply.body.next()).await;
-        match next {
-            Ok(Some(Ok(chunk))) => {
-                scanner.feed(&chunk);
-                if let Some(out) = events.push(chunk) {
-                    if !write(down, encoded(&mut encoder, out), send_timeout).await {
-                        account(gateway, ex, scanner.usage);
-                        ex.status = CLIENT_CLOSED;
-                        ex.abandoned = true;
-                        return;
+        if !matches!(timer::within(send_timeout, down.write_head(head, first.freeze(), false)).await, Ok(true)) {
+            ex.status = CLIENT_CLOSED;
+            ex.abandoned = true;
+            return;
+        }
+        ex.ttft = Some(ex.started.elapsed());
+        let idle = gateway.config.backends[backend].timeout;
+        let broke = loop {
+            // A client that left is seen at the next write (and one that stops reading, at the
+            // send timeout): no read of the client's socket per chunk on this path.
+            let next = timer::within(idle, reply.body.next()).await;
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    scanner.feed(&chunk);
+                    if let Some(out) = events.push(chunk) {
+                        if !write(down, encoded(&mut encoder, out), send_timeout).await {
+                            account(gateway, ex, scanner.usage);
+                            ex.status = CLIENT_CLOSED;
+                            ex.abandoned = true;
+                            return;
+                        }
+                    }
+                    if events.overflowed() {
+                        break Some(format!("an event longer than HERMES_MAX_ANSWER_BYTES ({} bytes)", gateway.config.max_answer_bytes));
+                    }
+                    if let Some(e) = scanner.error.take() {
+                        break Some(format!("the backend sent an error event: {e}"));
                     }
                 }
-                if events.overflowed() {
-                    break Some(format!("an event longer than HERMES_MAX_ANSWER_BYTES ({} bytes)", gateway.config.max_answer_bytes));
-                }
-                if let Some(e) = scanner.error.take() {
-                    break Some(format!("the backend sent an error event: {e}"));
-                }
+                Ok(None) if scanner.saw_done => break None,
+                Ok(None) => break Some("the backend closed the stream before [DONE]".to_string()),
+                Ok(Some(Err(e))) => break Some(e.to_string()),
+                Err(_) => break Some(format!("no data for {}s", idle.as_secs_f64())),
             }
-            Ok(None) if scanner.saw_done => break None,
-            Ok(None) => break Some("the backend closed the stream before [DONE]".to_string()),
-            Ok(Some(Err(e))) => break Some(e.to_string()),
-            Err(_) => break Some(format!("no data for {}s", idle.as_secs_f64())),
-        }
-    };
-    account(gateway, ex, scanner.usage);
-    if let Some(why) = broke {
-        ex.status = 502;
-        gateway.record_outcome(backend, false);
-        let name = &gateway.config.backends[backend].name;
-        log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);
-        ex.error = Some(format!("the stream broke after the first byte: {why}"));
-        let err = ApiError::new(Kind::StreamInterrupted, format!("The stream from backend {name} broke off: {why}."));
-        ex.error_code = err.code();
-        // The unfinished event is dropped, not relayed: it would be half of a JSON line.
-        let event = match &mut encoder {
-            Some(e) => e.broke(&err),
-            None => ex.door.stream_error(&err),
         };
-        let _ = write(down, event, send_timeout).await;
-    } else {
-        if let Some(rest) = events.finish() {
-            let _ = write(down, encoded(&mut encoder, rest), send_timeout).await;
+        account(gateway, ex, scanner.usage);
+        if let Some(why) = broke {
+            ex.status = 502;
+            gateway.record_outcome(backend, false);
+            let name = &gateway.config.backends[backend].name;
+            log::warn!("{} stream from {name} broke after the first byte: {why}", ex.request_id);
+            ex.error = Some(format!("the stream broke after the first byte: {why}"));
+            let err = ApiError::new(Kind::StreamInterrupted, format!("The stream from backend {name} broke off: {why}."));
+            ex.error_code = err.code();
+            // The unfinished event is dropped, not relayed: it would be half of a JSON line.
+            let event = match &mut encoder {
+                Some(e) => e.broke(&err),
+                None => ex.door.stream_error(&err),
+            };
+            let _ = write(down, event, send_timeout).await;
+        } else {
+            if let Some(rest) = events.finish() {
+                let _ = write(down, encoded(&mut encoder, rest), send_timeout).await;
+            }
+            if let Some(response) = encoder.as_mut().and_then(StreamEncoder::completed) {
+                store(gateway, down, request, response);
+            }
+            if let Some(shadow) = relay.shadow {
+                let text = scanner.text.clone().unwrap_or_default();
+                let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text };
+                crate::ops::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
+            }
         }
-        if let Some(response) = encoder.as_mut().and_then(StreamEncoder::completed) {
-            store(gateway, down, request, response);
+        if gateway.config.log_content {
+            ex.answer = scanner.text.take();
         }
-        if let Some(shadow) = relay.shadow {
-            let text = scanner.text.clone().unwrap_or_default();
-            let primary = Primary { backend: gateway.config.backends[backend].name.clone(), status: reply.status, elapsed: ex.started.elapsed(), text };
-            crate::ops::shadow::spawn(gateway.clone(), request.clone(), shadow, ex.request_id.clone(), primary);
-        }
+        let _ = timer::within(send_timeout, down.write_body(Bytes::new(), true)).await;
     }
-    if gateway.config.log_content {
-        ex.answer = scanner.text.take();
-    }
-    let _ = timer::within(send_timeout, down.write_body(Bytes::new(), true)).await;
 }
 
 /// Whole chat events in the door's own events (OpenAI's pass as they are).

@@ -449,6 +449,37 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
+    /// The answer's headers, moved out for a caller that keeps them itself. The body's framing
+    /// is read from them first; the session keeps its status, version and the headers its
+    /// keep-alive decision reads (`Connection`, `Keep-Alive`, `Transfer-Encoding`).
+    // Hermes's patch: a streamed answer held open kept its head here for its whole life (the
+    // header table and its case map, 600 bytes) beside the copy the caller relays from.
+    pub fn take_resp_headers(&mut self) -> Option<http::HeaderMap> {
+        let status = self.get_status()?;
+        if status.is_informational() {
+            // Not the final head: its framing is not known yet, so nothing can be let go.
+            return self.resp_header().map(|h| h.headers.clone());
+        }
+        self.init_body_reader();
+        let old = self.response_header.take()?;
+        let mut kept = match ResponseHeader::build_no_case(status, Some(2)) {
+            Ok(kept) => kept,
+            Err(_) => {
+                let headers = old.headers.clone();
+                self.response_header = Some(old);
+                return Some(headers);
+            }
+        };
+        kept.set_version(old.version);
+        for name in [header::CONNECTION, header::HeaderName::from_static("keep-alive"), header::TRANSFER_ENCODING] {
+            for value in old.headers.get_all(&name) {
+                let _ = kept.append_header(name.clone(), value.clone());
+            }
+        }
+        self.response_header = Some(Box::new(kept));
+        Some(http::response::Parts::from(*old).headers)
+    }
+
     /// Return a reference of the [`ResponseHeader`] if the response is read
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
