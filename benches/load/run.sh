@@ -330,8 +330,14 @@ quiet "$HPID"
 echo
 echo "Hermes over the held run: RSS every 5 s (MB): $(cat "$work/held.rss"); $OPEN_REQUESTS requests answered, analytics records dropped $(( $(metric_sum "$HM" hermes_analytics_dropped_total) - dropped ))"
 
-# A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams.
-gateway slow "$SLOW"; HSLOW=$GATEWAY_PORT; SPID=$GATEWAY_PID
+# A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams. It
+# runs a copy of the binary: pages of it that the other gateways of this run map too are
+# shared, so they stay resident in each (and Hermes hands back only the pages it alone maps,
+# src/ops/memory.rs); a gateway alone on its machine has no such neighbours. Idle is read once
+# it has settled, as in hold.sh.
+cp "$HERMES" "$work/hermes-fresh"
+HERMES="$work/hermes-fresh" gateway slow "$SLOW"; HSLOW=$GATEWAY_PORT; SPID=$GATEWAY_PID
+sleep 2
 SLOW_IDLE=$(rss "$SPID")
 "$LOADGEN" hold "127.0.0.1:$HSLOW" "$STREAMS" 20 > "$work/hold.out" &
 HOLD=$!
