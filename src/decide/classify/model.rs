@@ -353,7 +353,8 @@ fn normalise(group: &mut [(u32, f32)], norm: f32) {
 
 /// The fitted weights (the default, empty, is only a placeholder while a model is fitted).
 /// Kept as half floats: the table is most of the gateway's heap at idle (6 MB as `f32`), and a
-/// weight rounded to 11 significant bits moves a logit by less than a thousandth of itself.
+/// weight rounded to 11 significant bits moves its term of a logit by at most 1/2048 of it (the
+/// held-out accuracy is the same; `tests/classify_accuracy.rs`).
 /// Fitting works in `f32`; the file keeps `f32`, so files of earlier builds still load.
 #[derive(Clone, Default)]
 pub struct Model {

@@ -1030,6 +1030,33 @@ mod tests_stream {
         );
     }
 
+    // Hermes's patch: the headers are moved out after the framing is read from them, and what
+    // keep-alive reads later stays.
+    #[tokio::test]
+    async fn take_resp_headers_keeps_the_framing_and_keepalive() {
+        init_log();
+        let input_header =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nKeep-Alive: timeout=7\r\nX-Request-Id: r1\r\n\r\n";
+        let mock_io = Builder::new().read(&input_header[..]).read(b"abc").build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_response().await.unwrap();
+        let taken = http_stream.take_resp_headers().unwrap();
+        assert_eq!(taken.len(), 5);
+        assert_eq!(taken["x-request-id"], "r1");
+        assert_eq!(taken["content-type"], "text/plain");
+        let kept = http_stream.resp_header().unwrap();
+        assert_eq!(kept.status, 200);
+        assert_eq!(kept.headers.len(), 2);
+        assert!(kept.headers.get("content-type").is_none());
+        // The body is still framed by the Content-Length that was taken.
+        let body = http_stream.read_body_ref().await.unwrap();
+        assert_eq!(body.unwrap(), b"abc");
+        assert_eq!(http_stream.read_body_ref().await.unwrap(), None);
+        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
+        http_stream.respect_keepalive();
+        assert_eq!(http_stream.keepalive_timeout, KeepaliveStatus::Timeout(Duration::from_secs(7)));
+    }
+
     #[tokio::test]
     async fn read_response_default() {
         init_log();
