@@ -544,7 +544,7 @@ fn narrow(w: f32) -> f16 {
 
 /// A stored weight as `f32`, exactly: the half float's bits moved into place and rescaled by
 /// the difference of the two exponent biases. The `half` crate's own conversion checks the
-/// CPU's half-float instructions on every call, which made a short chat's classification 45%
+/// CPU's half-float instructions on every call, which made a short chat's classification 46%
 /// slower (`cargo bench --bench route`).
 #[inline]
 fn widen(h: f16) -> f32 {
