@@ -1,6 +1,6 @@
 # Sourced by the load scripts: the build under test and the harness's own client
 # (benches/load/streamload.rs), a scratch folder whose processes end with the script, free
-# loopback ports, an instant upstream, and gateways in front of it.
+# loopback ports, a process's RSS, an instant upstream, and gateways in front of it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermes-target}"
 # HERMES_BINARY=path runs another build of hermes (say, the previous commit's) through the same harness,
 # as it is: this checkout is not rebuilt in the middle of a comparison (ab.sh builds it once);
@@ -15,6 +15,8 @@ work="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 0.2; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# rss_mb PID: the process's resident set, in whole MB.
+rss_mb() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
 
 # instant_upstream PORT: nginx `return 200` with one OpenAI chat answer (and /v1/models) on PORT,
 # ended with the script; and $work/post.lua, the non-streamed chat request wrk sends.

@@ -12,8 +12,7 @@ cd "$(dirname "$0")/../.."
 . benches/load/common.sh
 UP=$(port); instant_upstream "$UP"
 gateway first "$UP"; P=$GATEWAY_PID; sleep 3
-rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$P/status"; }
-before=$(rss)
+before=$(rss_mb "$P")
 python3 - "$GATEWAY_PORT" <<'PY'
 import http.client, json, statistics, sys, time
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
@@ -27,4 +26,4 @@ for _ in range(300):
     assert r.status == 200, r.status
 print(f"first {t[0]:.0f} µs, median of the last 200 {statistics.median(t[100:]):.0f} µs", end="; ")
 PY
-echo "RSS ${before} MB before, $(rss) MB after; major page faults $(awk '{print $12}' "/proc/$P/stat")"
+echo "RSS ${before} MB before, $(rss_mb "$P") MB after; major page faults $(awk '{print $12}' "/proc/$P/stat")"

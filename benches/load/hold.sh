@@ -14,13 +14,12 @@ SLOW=$(port)
 # One chunk a second, more of them than the hold lasts.
 "$LOADGEN" upstream "$SLOW" 1000 $((HOLD + 30)) & pids+=($!)
 gateway h "$SLOW" "$@"; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
-rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$HPID/status"; }
 sleep 2
-idle=$(rss)
+idle=$(rss_mb "$HPID")
 "$LOADGEN" hold "127.0.0.1:$HP" "$STREAMS" "$HOLD" > "$work/hold.out" &
 HOLDER=$!
 samples=()
-while kill -0 "$HOLDER" 2>/dev/null; do sleep 0.5; samples+=("$(rss)"); done
+while kill -0 "$HOLDER" 2>/dev/null; do sleep 0.5; samples+=("$(rss_mb "$HPID")"); done
 peak=$(printf '%s\n' "${samples[@]}" | sort -n | tail -1)
 echo "idle ${idle} MB; holding $STREAMS streams: peak ${peak} MB, $(( (peak - idle) * 1024 / STREAMS )) KB per stream ($(tail -1 "$work/hold.out"))"
 echo "RSS every 0.5 s (MB): ${samples[*]}"
