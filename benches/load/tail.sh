@@ -10,9 +10,10 @@ cd "$(dirname "$0")/../.."
 UP=$(port)
 instant_upstream "$UP"
 gateway h "$UP" ${EXTRA:-}; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
-# CPU ticks of every thread of these processes, "pid/tid name ticks" per line (the name may hold spaces).
+# CPU ticks and minor page faults of every thread of these processes, "pid/tid name ticks faults"
+# per line (spaces in a name become underscores).
 ticks() { for p in "$@"; do for t in /proc/$p/task/*; do
-  python3 -c 'import sys; s=open(sys.argv[1]+"/stat").read(); f=s[s.rindex(")")+2:].split(); print(sys.argv[1].split("/")[2]+"/"+sys.argv[1].split("/")[4], s[s.index("(")+1:s.rindex(")")].replace(" ","_"), int(f[11])+int(f[12]))' "$t" 2>/dev/null
+  python3 -c 'import sys; s=open(sys.argv[1]+"/stat").read(); f=s[s.rindex(")")+2:].split(); print(sys.argv[1].split("/")[2]+"/"+sys.argv[1].split("/")[4], s[s.index("(")+1:s.rindex(")")].replace(" ","_"), int(f[11])+int(f[12]), f[7])' "$t" 2>/dev/null
 done; done; }
 NGX=$(pgrep -P "$(cat $work/instant.pid)" | tr '\n' ' ')
 for target in "direct $UP" "hermes $HP"; do set -- $target
@@ -25,16 +26,19 @@ done
 # that used none are left out). wrk's own share is the run's wall time it was not waiting.
 python3 - $work/before.ticks $work/after.ticks $work/w.out $HPID <<'PY'
 import re, sys
-def read(f): return {l.split()[0]: (l.split()[1], int(l.split()[2])) for l in open(f)}
+def read(f): return {l.split()[0]: (l.split()[1], int(l.split()[2]), int(l.split()[3])) for l in open(f)}
 b, a = read(sys.argv[1]), read(sys.argv[2])
 reqs = int(re.search(r"(\d+) requests in", open(sys.argv[3]).read()).group(1))
-by = {}
-for k, (name, t) in a.items():
-    used = t - b.get(k, (name, 0))[1]
-    if used > 0:
-        who = ("hermes " if k.startswith(sys.argv[4] + "/") else "nginx ") + name
-        by[who] = by.get(who, 0) + used
-print(f"CPU per request through hermes over {reqs} requests: " + ", ".join(f"{w} {t * 10000 / reqs:.1f} µs" for w, t in sorted(by.items(), key=lambda x: -x[1])))
+cpu, faults = {}, {}
+for k, (name, t, f) in a.items():
+    _, t0, f0 = b.get(k, (name, 0, 0))
+    who = ("hermes " if k.startswith(sys.argv[4] + "/") else "nginx ") + name
+    if t > t0:
+        cpu[who] = cpu.get(who, 0) + t - t0
+    if f > f0:
+        faults[who] = faults.get(who, 0) + f - f0
+print(f"CPU per request through hermes over {reqs} requests: " + ", ".join(f"{w} {t * 10000 / reqs:.1f} µs" for w, t in sorted(cpu.items(), key=lambda x: -x[1])))
+print("page faults per 1,000 requests: " + ", ".join(f"{w} {n * 1000 / reqs:.1f}" for w, n in sorted(faults.items(), key=lambda x: -x[1])))
 PY
 # The jobs are read once the gateway has written them all: wait for its exit, not a fixed sleep.
 kill -TERM $HPID; wait $HPID || true

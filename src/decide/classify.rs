@@ -300,7 +300,7 @@ struct Reading {
 /// of a job type (`POST /feedback` with `job_type`) can be stored as a training example without
 /// keeping the prompt's text. Bounded by the features held, not by requests.
 pub struct Readings {
-    cache: quick_cache::sync::Cache<String, Kept, FeatureCount>,
+    cache: crate::state::recent::Recent<Kept, FeatureCount>,
 }
 
 #[derive(Clone)]
@@ -310,24 +310,30 @@ struct FeatureCount;
 /// room for a long prompt's, and was most of what each kept reading cost).
 type Kept = Arc<[(u32, f32)]>;
 
-impl quick_cache::Weighter<String, Kept> for FeatureCount {
-    fn weight(&self, _: &String, f: &Kept) -> u64 {
-        f.len() as u64 + 1
+/// A kept reading costs its features and about as much again in its slot and header, so that
+/// short prompts (a few features each) do not keep hundreds of thousands of readings.
+const LEAST_WEIGHT: u64 = 40;
+
+impl quick_cache::Weighter<u64, Kept> for FeatureCount {
+    fn weight(&self, _: &u64, f: &Kept) -> u64 {
+        (f.len() as u64).max(LEAST_WEIGHT) + 1
     }
 }
 
 /// About 16 MB of features (8 bytes each).
 const READINGS_KEPT: u64 = 2_000_000;
+/// At most this many readings, whatever their size.
+const READINGS_MOST: usize = (READINGS_KEPT / (LEAST_WEIGHT + 1)) as usize;
 
 impl Default for Readings {
     fn default() -> Readings {
-        Readings { cache: quick_cache::sync::Cache::with_weighter(8192, READINGS_KEPT, FeatureCount) }
+        Readings { cache: crate::state::recent::Recent::with_weighter(READINGS_MOST, READINGS_KEPT, FeatureCount) }
     }
 }
 
 impl Readings {
     pub fn keep(&self, request_id: &str, features: &[(u32, f32)]) {
-        self.cache.insert(request_id.to_string(), Arc::from(features));
+        self.cache.insert(request_id, Arc::from(features));
     }
 
     pub fn get(&self, request_id: &str) -> Option<Kept> {

@@ -313,7 +313,7 @@ pub struct Learner {
     clock: RwLock<HashMap<Cell, u64>>,
     /// Recent requests by id, for POST /feedback, with when they were kept. Written on every
     /// answer: a sharded map with no housekeeping (moka's cost a few % of a busy gateway's CPU).
-    served: quick_cache::sync::Cache<String, (Instant, Served)>,
+    served: crate::state::recent::Recent<(Instant, Served)>,
     /// The last backends chosen per job type.
     recent_choices: Mutex<HashMap<JobType, VecDeque<String>>>,
     rng: Mutex<SmallRng>,
@@ -327,7 +327,7 @@ impl Learner {
             table: RwLock::new(HashMap::new()),
             clock: RwLock::new(HashMap::new()),
             // Older requests are looked up in the analytics file instead.
-            served: quick_cache::sync::Cache::new(SERVED_KEPT),
+            served: crate::state::recent::Recent::new(SERVED_KEPT),
             recent_choices: Mutex::new(HashMap::new()),
             rng: Mutex::new(rng),
         }
@@ -476,7 +476,7 @@ impl Learner {
 
     /// Known before the request is sent, so a rating that arrives with the first byte finds it.
     pub fn expect(&self, request_id: &str, served: Served) {
-        self.served.insert(request_id.to_string(), (Instant::now(), served));
+        self.served.insert(request_id, (Instant::now(), served));
     }
 
     /// Remember where an answered request ran, so a rating can find it; counts its share. A
@@ -488,7 +488,7 @@ impl Learner {
                 served.rating = known.rating;
             }
         }
-        self.served.insert(request_id.to_string(), (Instant::now(), served));
+        self.served.insert(request_id, (Instant::now(), served));
     }
 
     pub fn lookup(&self, request_id: &str) -> Option<Served> {
@@ -521,7 +521,7 @@ impl Learner {
                 }
             }
         }
-        self.served.insert(request_id.to_string(), (Instant::now(), served));
+        self.served.insert(request_id, (Instant::now(), served));
     }
 
     /// The learned table, one row per (job type, backend, model), busiest first within a type.

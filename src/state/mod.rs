@@ -12,6 +12,7 @@ pub mod health;
 pub mod keys;
 pub mod learn;
 pub mod limits;
+pub mod recent;
 pub mod replicas;
 pub mod responses;
 pub mod telemetry;

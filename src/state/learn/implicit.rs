@@ -68,7 +68,10 @@ pub struct Conversations {
 
 impl Default for Conversations {
     fn default() -> Conversations {
-        Conversations { answered: quick_cache::sync::Cache::new(KEPT), hasher: Default::default() }
+        let answered = quick_cache::sync::Cache::new(KEPT);
+        // Sized in full now, so that no request thread grows it (state::recent says why).
+        answered.reserve(KEPT);
+        Conversations { answered, hasher: Default::default() }
     }
 }
 
