@@ -305,7 +305,32 @@ fn release_start_up_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+/// mimalloc's `generic_collect` option: in the mimalloc this links (v3), every N allocations that
+/// miss a thread's free lists walk every page of that thread's heap to take back what other
+/// threads freed. On a request thread that walk was 0.4–1 ms (the analytics writer frees each
+/// record's strings, and the recent-request caches fill thousands of pages): the largest share
+/// of its long busy periods once the caches stopped growing (`benches/load/stalls.sh`). Pages
+/// are still taken back one by one as they are allocated from; the whole walk becomes rare.
+const MI_OPTION_GENERIC_COLLECT: libmimalloc_sys::mi_option_t = 34;
+const GENERIC_COLLECT_DEFAULT: std::ffi::c_long = 10_000;
+/// The most mimalloc accepts.
+const GENERIC_COLLECT_EVERY: std::ffi::c_long = 1_000_000;
+
+/// Sets the option above, unless the option at that index does not read as its documented
+/// default (another mimalloc, or MIMALLOC_GENERIC_COLLECT set by hand): then nothing changes.
+#[allow(unsafe_code)]
+fn collect_heaps_rarely() {
+    // SAFETY: mi_option_get and mi_option_set take an option index and a number, no pointer;
+    // an index past mimalloc's options is ignored by both.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_GENERIC_COLLECT) == GENERIC_COLLECT_DEFAULT {
+            libmimalloc_sys::mi_option_set(MI_OPTION_GENERIC_COLLECT, GENERIC_COLLECT_EVERY);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    collect_heaps_rarely();
     hermes::ops::log_batch::init("info,pingora=warn,pingora_core=warn");
     let cli = Cli::parse();
     let result = match cli.command {
