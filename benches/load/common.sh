@@ -77,3 +77,11 @@ quiet() {
   done
   echo "quiet: waited $((SECONDS - started)) s for $*" >&2
 }
+
+# one_connection_setup: the instant upstream on port $UP and gateway `h` in front of it (with
+# $EXTRA's variables), its port in $HP and pid in $HPID: the start of the one-connection scripts.
+one_connection_setup() {
+  UP=$(port)
+  instant_upstream "$UP"
+  gateway h "$UP" ${EXTRA:-}; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
+}

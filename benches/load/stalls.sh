@@ -8,9 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/load/common.sh
-UP=$(port)
-instant_upstream "$UP"
-gateway h "$UP" ${EXTRA:-}; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
+one_connection_setup
 wrk -t1 -c1 -d3s -s $work/post.lua http://127.0.0.1:$HP/v1/chat/completions > /dev/null
 wrk -t1 -c1 -d5s --latency -s $work/post.lua http://127.0.0.1:$HP/v1/chat/completions > $work/w.out &
 WPID=$!

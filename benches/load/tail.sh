@@ -7,9 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/load/common.sh
-UP=$(port)
-instant_upstream "$UP"
-gateway h "$UP" ${EXTRA:-}; HP=$GATEWAY_PORT; HPID=$GATEWAY_PID
+one_connection_setup
 # CPU ticks and minor page faults of every thread of these processes, "pid/tid name ticks faults"
 # per line (spaces in a name become underscores).
 ticks() { for p in "$@"; do for t in /proc/$p/task/*; do
