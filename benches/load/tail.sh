@@ -11,7 +11,7 @@ one_connection_setup
 # CPU ticks and minor page faults of every thread of these processes, "pid/tid name ticks faults"
 # per line (spaces in a name become underscores).
 ticks() { for p in "$@"; do for t in /proc/$p/task/*; do
-  python3 -c 'import sys; s=open(sys.argv[1]+"/stat").read(); f=s[s.rindex(")")+2:].split(); print(sys.argv[1].split("/")[2]+"/"+sys.argv[1].split("/")[4], s[s.index("(")+1:s.rindex(")")].replace(" ","_"), int(f[11])+int(f[12]), f[7])' "$t" 2>/dev/null
+  python3 -c 'import sys; s=open(sys.argv[1]+"/stat").read(); f=s[s.rindex(")")+2:].split(); print(sys.argv[1].split("/")[2]+"/"+sys.argv[1].split("/")[4], s[s.index("(")+1:s.rindex(")")].replace(" ","_"), int(f[11])+int(f[12]), f[7])' "$t" 2>/dev/null || true  # a thread may end meanwhile
 done; done; }
 NGX=$(pgrep -P "$(cat $work/instant.pid)" | tr '\n' ' ')
 for target in "direct $UP" "hermes $HP"; do set -- $target
