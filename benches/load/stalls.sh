@@ -16,11 +16,12 @@ sleep 0.5
 TIDS=$(for t in /proc/$HPID/task/*; do [ "$(cat $t/comm)" = "Hermes requests" ] && basename $t; done | paste -sd,) || true
 timeout -s INT 4 perf record -q -F 4000 -e cpu-clock --switch-events --call-graph dwarf,32768 -t "$TIDS" -o $work/perf.data 2>/dev/null || true
 wait $WPID
-echo "wrk: $(python3 benches/load/wrk_summary.py $work/w.out) (req/s, p50 µs, p99 µs, non-2xx)"
+summary=$(python3 benches/load/wrk_summary.py $work/w.out)
+echo "wrk: $summary (req/s, p50 µs, p99 µs, non-2xx)"
 perf script -i $work/perf.data -F tid,time,event,ip,sym --no-inline --max-stack 48 --show-switch-events 2>/dev/null > $work/perf.txt
 [ -n "${KEEP:-}" ] && cp $work/perf.txt "$KEEP/"
 kill -TERM $HPID; wait $HPID || true
-python3 - $work/perf.txt "${STALL_MS:-0.4}" "$(python3 benches/load/wrk_summary.py $work/w.out | cut -d' ' -f1)" <<'PY'
+python3 - $work/perf.txt "${STALL_MS:-0.4}" "${summary%% *}" <<'PY'
 import collections, re, sys
 path, limit, rps = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 events, sample = [], None

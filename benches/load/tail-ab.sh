@@ -40,7 +40,8 @@ for side, spec in (("A", sys.argv[3]), ("B", sys.argv[4])):
         if own:
             own99.append(float(own.group(1)) * 1000); own999.append(float(own.group(2)) * 1000)
     if p99s:
+        own = (f"own timer p99 median {statistics.median(own99):.0f} µs, p99.9 {statistics.median(own999):.0f} µs"
+               if own99 else "own timer not read")
         print(f"{spec.split('|')[0]}: hermes p99 median {statistics.median(p99s):.0f} µs (runs {', '.join(f'{x:.0f}' for x in p99s)}); "
-              f"added p99 median {statistics.median(added):.0f} µs; own timer p99 median {statistics.median(own99 or [0]):.0f} µs, "
-              f"p99.9 {statistics.median(own999 or [0]):.0f} µs (raw output in {out})")
+              f"added p99 median {statistics.median(added):.0f} µs; {own} (raw output in {out})")
 PY

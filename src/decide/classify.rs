@@ -298,7 +298,8 @@ struct Reading {
 
 /// What the classifier read of recent requests, by request id, so that a person's correction
 /// of a job type (`POST /feedback` with `job_type`) can be stored as a training example without
-/// keeping the prompt's text. Bounded by the features held, not by requests.
+/// keeping the prompt's text. Bounded by the features held, with each reading counted as at least
+/// `LEAST_WEIGHT` of them, which also bounds how many readings there are.
 pub struct Readings {
     cache: crate::state::recent::Recent<Kept, FeatureCount>,
 }
@@ -310,8 +311,9 @@ struct FeatureCount;
 /// room for a long prompt's, and was most of what each kept reading cost).
 type Kept = Arc<[(u32, f32)]>;
 
-/// A kept reading costs its features and about as much again in its slot and header, so that
-/// short prompts (a few features each) do not keep hundreds of thousands of readings.
+/// A reading counts as at least this many features, so that short prompts (a few features each)
+/// cannot fill the bound with hundreds of thousands of readings, and the table can be sized for
+/// the most there can be (`READINGS_MOST`) at start.
 const LEAST_WEIGHT: u64 = 40;
 
 impl quick_cache::Weighter<u64, Kept> for FeatureCount {
