@@ -90,21 +90,68 @@ pub fn json_object(raw: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// A chat completions (or embeddings) body checked as a request: what every door ends in.
 pub fn checked(endpoint: Endpoint, body: Map<String, Value>, door: Door) -> Result<ApiRequest, ApiError> {
-    let model = match body.get("model") {
+    let known = Known::of(&body);
+    let model = match known.model {
         Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
         None | Some(Value::Null) => return Err(ApiError::bad_request("You must provide a model parameter.", Some("model"))),
         Some(_) => return Err(ApiError::bad_request("`model` must be a non-empty string.", Some("model"))),
     };
-    let stream = match body.get("stream") {
+    let stream = match known.stream {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::bad_request("`stream` must be a boolean.", Some("stream"))),
     };
     match endpoint {
-        Endpoint::ChatCompletions => check_chat(&body)?,
-        Endpoint::Embeddings => check_embeddings(&body)?,
+        Endpoint::ChatCompletions => check_chat(&known)?,
+        Endpoint::Embeddings => check_embeddings(&known)?,
     }
     Ok(ApiRequest { endpoint, body, model, stream, door })
+}
+
+/// The numeric parameters checked, and whether each must be a whole non-negative number.
+const NUMBERS: [(&str, bool); 7] = [
+    ("temperature", false),
+    ("top_p", false),
+    ("presence_penalty", false),
+    ("frequency_penalty", false),
+    ("max_tokens", true),
+    ("max_completion_tokens", true),
+    ("n", true),
+];
+
+/// The top-level fields the checks read, picked out in one pass over the body. serde_json's map
+/// hashes the key of every `get` (SipHash): thirteen lookups were about 3% of the request path's
+/// instructions (`benches/load/instructions.sh`), for bodies that mostly hold two or three keys.
+#[derive(Default)]
+struct Known<'a> {
+    model: Option<&'a Value>,
+    stream: Option<&'a Value>,
+    messages: Option<&'a Value>,
+    input: Option<&'a Value>,
+    stream_options: Option<&'a Value>,
+    /// In the order of `NUMBERS`.
+    numbers: [Option<&'a Value>; NUMBERS.len()],
+}
+
+impl<'a> Known<'a> {
+    fn of(body: &'a Map<String, Value>) -> Known<'a> {
+        let mut known = Known::default();
+        for (key, value) in body {
+            let slot = match key.as_str() {
+                "model" => &mut known.model,
+                "stream" => &mut known.stream,
+                "messages" => &mut known.messages,
+                "input" => &mut known.input,
+                "stream_options" => &mut known.stream_options,
+                other => match NUMBERS.iter().position(|(name, _)| *name == other) {
+                    Some(i) => &mut known.numbers[i],
+                    None => continue,
+                },
+            };
+            *slot = Some(value);
+        }
+        known
+    }
 }
 
 /// JSON with every object's keys distinct, at any depth. Parsers disagree about repeated keys
@@ -172,8 +219,8 @@ pub fn strict_json(raw: &[u8]) -> Result<Value, Option<String>> {
     v.map_err(|_| repeated.take())
 }
 
-fn check_chat(body: &Map<String, Value>) -> Result<(), ApiError> {
-    let messages = match body.get("messages") {
+fn check_chat(body: &Known<'_>) -> Result<(), ApiError> {
+    let messages = match body.messages {
         Some(Value::Array(m)) if !m.is_empty() => m,
         Some(Value::Array(_)) => return Err(ApiError::bad_request("`messages` must hold at least one message.", Some("messages"))),
         None | Some(Value::Null) => return Err(ApiError::bad_request("Missing required parameter: 'messages'.", Some("messages"))),
@@ -183,7 +230,15 @@ fn check_chat(body: &Map<String, Value>) -> Result<(), ApiError> {
         let Value::Object(m) = m else {
             return Err(ApiError::bad_request(format!("messages[{i}] must be an object."), Some(&format!("messages[{i}]"))));
         };
-        let role = match m.get("role") {
+        let (mut role, mut content) = (None, None);
+        for (key, value) in m {
+            match key.as_str() {
+                "role" => role = Some(value),
+                "content" => content = Some(value),
+                _ => {}
+            }
+        }
+        let role = match role {
             Some(Value::String(r)) if matches!(r.as_str(), "system" | "developer" | "user" | "assistant" | "tool" | "function") => r.as_str(),
             _ => {
                 return Err(ApiError::bad_request(
@@ -193,7 +248,7 @@ fn check_chat(body: &Map<String, Value>) -> Result<(), ApiError> {
             }
         };
         // Only an assistant's turn may go without content (it may hold tool calls instead).
-        match m.get("content") {
+        match content {
             Some(Value::String(_)) | Some(Value::Array(_)) => {}
             None | Some(Value::Null) if role == "assistant" => {}
             None => {
@@ -207,27 +262,23 @@ fn check_chat(body: &Map<String, Value>) -> Result<(), ApiError> {
             }
         }
     }
-    let number = |name: &str, integer: bool| -> Result<(), ApiError> {
-        match body.get(name) {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::Number(n)) if !integer || n.is_u64() => Ok(()),
-            Some(_) => Err(ApiError::bad_request(format!("`{name}` must be {}.", if integer { "a non-negative integer" } else { "a number" }), Some(name))),
+    for (&(name, integer), value) in NUMBERS.iter().zip(body.numbers) {
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if !integer || n.is_u64() => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(format!("`{name}` must be {}.", if integer { "a non-negative integer" } else { "a number" }), Some(name)))
+            }
         }
-    };
-    for name in ["temperature", "top_p", "presence_penalty", "frequency_penalty"] {
-        number(name, false)?;
     }
-    for name in ["max_tokens", "max_completion_tokens", "n"] {
-        number(name, true)?;
-    }
-    match body.get("stream_options") {
+    match body.stream_options {
         None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
         Some(_) => Err(ApiError::bad_request("`stream_options` must be an object.", Some("stream_options"))),
     }
 }
 
-fn check_embeddings(body: &Map<String, Value>) -> Result<(), ApiError> {
-    match body.get("input") {
+fn check_embeddings(body: &Known<'_>) -> Result<(), ApiError> {
+    match body.input {
         Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
         None | Some(Value::Null) => Err(ApiError::bad_request("Missing required parameter: 'input'.", Some("input"))),
         Some(_) => Err(ApiError::bad_request("`input` must be a string or an array.", Some("input"))),
@@ -252,6 +303,24 @@ mod tests {
         assert_eq!(chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#).unwrap_err().param(), Some("temperature"));
         assert_eq!(chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#).unwrap_err().param(), Some("max_tokens"));
         assert_eq!(chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#).unwrap_err().param(), Some("stream"));
+    }
+
+    /// With several fields wrong, the error names the first in a fixed order (model, stream,
+    /// messages, the numbers as listed, stream_options), wherever each sits in the body.
+    #[test]
+    fn the_first_wrong_field_in_check_order_is_named_whatever_the_body_order() {
+        let ok = r#""model":"m","messages":[{"content":"x","role":"user"}]"#;
+        assert_eq!(chat(&format!(r#"{{"stream_options":1,"n":1.5,"top_p":"x",{ok}}}"#)).unwrap_err().param(), Some("top_p"));
+        assert_eq!(chat(&format!(r#"{{"stream_options":1,"n":1.5,{ok}}}"#)).unwrap_err().param(), Some("n"));
+        assert_eq!(chat(&format!(r#"{{"stream_options":1,{ok}}}"#)).unwrap_err().param(), Some("stream_options"));
+        assert_eq!(chat(r#"{"temperature":"x","messages":7,"stream":1,"model":"m"}"#).unwrap_err().param(), Some("stream"));
+        assert_eq!(chat(r#"{"temperature":"x","messages":7,"model":"m"}"#).unwrap_err().param(), Some("messages"));
+        assert_eq!(chat(r#"{"messages":[{"content":5,"role":"wizard"}],"model":"m"}"#).unwrap_err().param(), Some("messages[0].role"));
+        assert_eq!(chat(r#"{"messages":[{"content":5,"role":"user"}],"model":"m"}"#).unwrap_err().param(), Some("messages[0].content"));
+        assert!(chat(&format!(r#"{{"temperature":null,"max_tokens":5,"stream_options":{{}},{ok}}}"#)).is_ok());
+        let embed = |b: &str| parse_request(Endpoint::Embeddings, b.as_bytes());
+        assert_eq!(embed(r#"{"input":5,"model":"m"}"#).unwrap_err().param(), Some("input"));
+        assert!(embed(r#"{"input":["a"],"model":"m","temperature":"ignored here"}"#).is_ok());
     }
 
     #[test]
