@@ -191,8 +191,15 @@ impl Upstream {
         let mut tries = 0;
         let mut http = loop {
             // pingora's connect and read futures are boxed: they are kilobytes (TLS included), and
-            // this future is held by every request waiting for its answer's head.
-            let (mut stream, reused) = Box::pin(self.connector.get_stream(&*peer)).await.map_err(|e| failure(&e))?;
+            // this future is held by every request waiting for its answer's head. A pooled
+            // connection is taken first, unboxed: its future is small, and moving the connect
+            // future into its box was a copy of kilobytes on every request (a twentieth of the
+            // request path's instructions, `benches/load/instructions.sh`) that only a new
+            // connection needs.
+            let (mut stream, reused) = match self.connector.reused_stream(&*peer).await {
+                Some(pooled) => (pooled, true),
+                None => (Box::pin(self.connector.new_stream(&*peer)).await.map_err(|e| failure(&e))?, false),
+            };
             match write_request(&mut stream, target, method, path, headers, body.as_ref()).await {
                 Ok(()) => {}
                 // A pooled connection the upstream closed meanwhile fails while the request is
