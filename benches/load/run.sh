@@ -333,9 +333,12 @@ echo "Hermes over the held run: RSS every 5 s (MB): $(cat "$work/held.rss"); $OP
 # A fresh gateway in front of the slow upstream (one chunk a second) holds STREAMS streams. It
 # runs a copy of the binary: pages of it that the other gateways of this run map too are
 # shared, so they stay resident in each (and Hermes hands back only the pages it alone maps,
-# src/ops/memory.rs); a gateway alone on its machine has no such neighbours. Idle is read once
-# it has settled, as in hold.sh.
+# src/ops/memory.rs); a gateway alone on its machine has no such neighbours. The copy is synced
+# to disk first: an installed binary's pages are clean, and the kernel keeps a just-written
+# file's dirty pages resident however the process advises (idle 30 MB unsynced, 27 MB synced,
+# on the first start of a copy). Idle is read once it has settled, as in hold.sh.
 cp "$HERMES" "$work/hermes-fresh"
+sync "$work/hermes-fresh"
 HERMES="$work/hermes-fresh" gateway slow "$SLOW"; HSLOW=$GATEWAY_PORT; SPID=$GATEWAY_PID
 sleep 2
 SLOW_IDLE=$(rss "$SPID")
