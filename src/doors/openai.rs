@@ -120,7 +120,7 @@ const NUMBERS: [(&str, bool); 7] = [
 ];
 
 /// The top-level fields the checks read, picked out in one pass over the body. serde_json's map
-/// hashes the key of every `get` (SipHash): thirteen lookups were about 3% of the request path's
+/// hashes the key of every `get` (SipHash): thirteen lookups were about 2% of the request path's
 /// instructions (`benches/load/instructions.sh`), for bodies that mostly hold two or three keys.
 #[derive(Default)]
 struct Known<'a> {
