@@ -56,7 +56,7 @@ async fn write_head(session: &mut ServerSession, head: Head, body: Bytes, end: b
     // No case map: pingora writes the names it knows in title case either way (Content-Type),
     // the rest as given, and the map was a second header table kept for the answer's life.
     // The header table is handed over whole: appended one by one, pingora turned each name back
-    // into bytes and parsed it again (about 6,700 instructions per request,
+    // into bytes and parsed it again (about 8,500 instructions per request,
     // `benches/load/instructions.sh`).
     let Ok(status) = http::StatusCode::from_u16(head.status) else { return false };
     let mut parts = http::Response::new(()).into_parts().0;
