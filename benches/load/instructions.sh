@@ -58,7 +58,13 @@ SH
     chmod +x "$out.sh"
     rm -rf "$work/$name.duckdb"*
     HERMES="$out.sh" gateway "$name" "$UP"
-    for _ in $(seq 1 600); do curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/health" 2>/dev/null && break; sleep 0.5; done
+    # Under callgrind start-up takes seconds, longer than `gateway` waits; a gateway that
+    # exited instead (a wrapper or valgrind refusing its options) ends the script at once.
+    for _ in $(seq 1 600); do
+      curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/health" 2>/dev/null && break
+      kill -0 "$GATEWAY_PID" 2>/dev/null || { echo "the $name gateway exited:" >&2; cat "$work/$name.log" >&2; exit 1; }
+      sleep 0.5
+    done
     local vpid; vpid=$(pgrep -f "callgrind-out-file=$out.$what" | head -1)
     send "$GATEWAY_PORT" 200
     sleep 2 # the warm-up's analytics batch is written
